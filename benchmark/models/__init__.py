@@ -1,0 +1,117 @@
+"""Networks: classifiers (teacher and student per input size) and the image generator.
+
+- ``cnn-bn``: the default teacher for small inputs (three conv blocks with BatchNorm, so
+  data-free methods can match its BatchNorm statistics).
+- ``cnn3``: the common student, the paper's "three-layer CNN" (two conv layers and a
+  linear layer) with GroupNorm, which DP-SGD (Opacus) and per-sample gradients support;
+  ``activation="tanh"`` gives the tempered-sigmoid variant.
+Larger architectures (ResNets for 32x32 inputs) register themselves from
+``benchmark/models/resnet.py``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_arch(name: str):
+    def deco(fn):
+        ARCHITECTURES[name] = fn
+        return fn
+    return deco
+
+
+def _activation(name: str) -> nn.Module:
+    return {"relu": nn.ReLU(), "tanh": nn.Tanh(), "elu": nn.ELU()}[name]
+
+
+@register_arch("cnn-bn")
+def cnn_bn(input_shape, num_classes, width: int = 32) -> nn.Module:
+    c, h, _ = input_shape
+    pool_first = h >= 16
+    return nn.Sequential(
+        nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.MaxPool2d(2) if pool_first else nn.Identity(),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.BatchNorm2d(4 * width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes))
+
+
+@register_arch("cnn3")
+def cnn3(input_shape, num_classes, width: int = 32, activation: str = "relu", groups: int = 8) -> nn.Module:
+    c, h, w = input_shape
+    pool_first = h >= 16
+    h2 = (h // 2 if pool_first else h) // 2
+    w2 = (w // 2 if pool_first else w) // 2
+    return nn.Sequential(
+        nn.Conv2d(c, width, 3, padding=1), nn.GroupNorm(min(groups, width), width), _activation(activation),
+        nn.MaxPool2d(2) if pool_first else nn.Identity(),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.GroupNorm(min(groups, 2 * width), 2 * width),
+        _activation(activation), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(2 * width * h2 * w2, num_classes))
+
+
+def default_teacher_arch(input_shape) -> str:
+    return "cnn-bn" if input_shape[1] <= 28 else "resnet34"
+
+
+def default_student_arch(input_shape) -> str:
+    return "cnn3"
+
+
+def build_classifier(arch: str, input_shape, num_classes: int, **kwargs) -> nn.Module:
+    _ensure_registered()
+    if arch not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[arch](tuple(input_shape), num_classes, **kwargs)
+
+
+def _ensure_registered() -> None:
+    try:
+        from . import resnet  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - only while resnet.py is absent
+        if "resnet" not in str(exc):
+            raise
+
+
+class Generator(nn.Module):
+    """DCGAN-style generator z (+ optional class code) -> image in [0, 1] (Radford et al., ICLR 2016).
+
+    Two nearest-neighbour upsampling blocks from a (H/4 x W/4) seed; used by DPSD, the data-free
+    methods and (conditionally, ``num_classes`` set) the generative baselines.
+    """
+
+    def __init__(self, output_shape, latent_dim: int = 64, base_channels: int = 64, num_classes: int | None = None):
+        super().__init__()
+        c, h, w = output_shape
+        self.output_shape = tuple(output_shape)
+        self.latent_dim = latent_dim
+        self.num_classes = num_classes
+        self.seed_h, self.seed_w = math.ceil(h / 4), math.ceil(w / 4)
+        in_dim = latent_dim + (num_classes or 0)
+        ch = 2 * base_channels
+        self.fc = nn.Linear(in_dim, ch * self.seed_h * self.seed_w)
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(ch),
+            nn.Upsample(scale_factor=2), nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.LeakyReLU(0.2),
+            nn.Upsample(scale_factor=2), nn.Conv2d(ch, base_channels, 3, padding=1), nn.BatchNorm2d(base_channels),
+            nn.LeakyReLU(0.2), nn.Conv2d(base_channels, c, 3, padding=1), nn.Sigmoid())
+        self._ch = ch
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            if labels is None:
+                raise ValueError("a conditional generator needs labels")
+            z = torch.cat([z, nn.functional.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)
+        x = self.fc(z).view(z.shape[0], self._ch, self.seed_h, self.seed_w)
+        x = self.body(x)
+        _, h, w = self.output_shape
+        return x[:, :, :h, :w]
+
+    def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, device=device, generator=generator)

@@ -1,0 +1,1 @@
+"""Privacy: the ledger (accounting), mechanisms, PATE analysis and the empirical audit."""

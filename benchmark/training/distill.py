@@ -1,0 +1,109 @@
+"""Pieces of private synthetic distillation shared by DPSD's variants (and reusable by the
+DP data-free baselines): a memory of released annotations, student regression on them, and
+the generator's loss against the student only (post-processing of released outputs)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def centred(logits: torch.Tensor) -> torch.Tensor:
+    return logits - logits.mean(dim=1, keepdim=True)
+
+
+class AnnotationMemory:
+    """Released (synthetic image, support, noisy annotation) triples. Training on them again is
+    post-processing: it costs no privacy. Keeps the most recent ``capacity`` samples."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.images: torch.Tensor | None = None
+        self.support: torch.Tensor | None = None
+        self.targets: torch.Tensor | None = None
+
+    def add(self, images: torch.Tensor, support: torch.Tensor, targets: torch.Tensor) -> None:
+        parts = [(self.images, images), (self.support, support), (self.targets, targets)]
+        merged = [new.detach() if old is None else torch.cat([old, new.detach()])[-self.capacity:] for old, new in parts]
+        self.images, self.support, self.targets = merged
+
+    def __len__(self) -> int:
+        return 0 if self.images is None else len(self.images)
+
+    def batches(self, batch_size: int, steps: int, generator: torch.Generator | None = None):
+        n = len(self)
+        for _ in range(steps):
+            idx = torch.randint(0, n, (min(batch_size, n),), generator=generator).to(self.images.device)
+            yield self.images[idx], self.support[idx], self.targets[idx]
+
+
+def annotation_regression_loss(student_logits: torch.Tensor, support: torch.Tensor, targets: torch.Tensor,
+                               kind: str = "mse") -> torch.Tensor:
+    """Student loss on released annotations over each sample's support.
+
+    ``mse``: squared error between the student's centred logits and the noisy normalised teacher
+    logits (an unbiased target, so zero-mean noise averages out); ``kl``: cross-entropy to the
+    softmax of the noisy annotation (a noisy soft label).
+    """
+    picked = centred(student_logits.gather(1, support))
+    if kind == "mse":
+        return F.mse_loss(picked, targets, reduction="none").sum(1).mean()
+    if kind == "kl":
+        return torch.sum(-F.softmax(targets, 1) * F.log_softmax(picked, 1), dim=1).mean()
+    raise ValueError(f"unknown student loss {kind!r} (mse or kl)")
+
+
+def label_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(student_logits, labels)
+
+
+def generator_loss(student_logits: torch.Tensor, *, disagreement: torch.Tensor | None, w_adv: float,
+                   w_onehot: float, w_balance: float) -> tuple[torch.Tensor, dict]:
+    """Generator objective against the student only (never the raw teacher):
+    - adversarial: maximise the student's disagreement with the released annotation (hard samples);
+    - one-hot (DAFL): the student should be confident on generated samples;
+    - balance (DAFL information entropy): the batch-mean prediction should cover all classes.
+    """
+    probs = F.softmax(student_logits, 1)
+    onehot = F.cross_entropy(student_logits, student_logits.argmax(1))
+    mean_p = probs.mean(0)
+    balance = (mean_p * torch.log(mean_p + 1e-8)).sum()  # negative entropy: minimise to balance
+    adv = -disagreement if disagreement is not None else torch.zeros((), device=student_logits.device)
+    loss = w_adv * adv + w_onehot * onehot + w_balance * balance
+    return loss, {"adv": float(adv), "onehot": float(onehot), "balance": float(balance)}
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def train_student_on_memory(student: nn.Module, optimizer, memory: AnnotationMemory, loss_fn, *, steps: int,
+                            batch_size: int, rng: torch.Generator | None = None) -> None:
+    """``steps`` student updates on minibatches of everything released so far (post-processing)."""
+    student.train()
+    for xb, sb, ab in memory.batches(batch_size, steps, rng):
+        loss = loss_fn(student(xb), sb, ab)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def train_generator_against_student(generator: nn.Module, student: nn.Module, optimizer, z: torch.Tensor,
+                                    disagreement_fn, *, steps: int, w_adv: float, w_onehot: float,
+                                    w_balance: float) -> dict:
+    """Generator steps using the student only: ``disagreement_fn(student_logits)`` compares the
+    student with already-released annotations (post-processing); the teacher is never called."""
+    set_requires_grad(student, False)
+    student.eval()
+    parts: dict = {}
+    for _ in range(steps):
+        logits = student(generator(z))
+        disagreement = disagreement_fn(logits) if disagreement_fn is not None else None
+        loss, parts = generator_loss(logits, disagreement=disagreement, w_adv=w_adv,
+                                     w_onehot=w_onehot, w_balance=w_balance)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    set_requires_grad(student, True)
+    return parts

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One command from a fresh clone: install into .venv, run the quick grid on digits locally,
+# write the report, and print where the leaderboard and plots are.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/setup-venv.sh
+export PATH="$PWD/.venv/bin:$PATH"
+python -m benchmark sweep grids/quick.yaml --executor local --results results/quick "$@"
+python -m benchmark report --results results/quick --out results/quick-report --quiet
+echo
+echo "Leaderboard: $PWD/results/quick-report/leaderboard.md"
+echo "Plots:       $PWD/results/quick-report/figures/"
