@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(levelname)s %(message)s", stream=sys.stderr)
-    from .data import DataNotFound
+    from .errors import DataNotFound
     from .runner.cells import ConfigError
     from .runner.store import StoreError
     try:

@@ -128,6 +128,8 @@ class Method:
     adjacency: ClassVar[str] = "add/remove one record"
     citation: ClassVar[str] = ""
     hparams: ClassVar[dict[str, Any]] = {}
+    #: Overrides that make a run take seconds on digits, for the contract tests (not for results).
+    tiny: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **overrides):
         unknown = set(overrides) - set(self.default_hparams())

@@ -24,8 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SPLIT_SEED = 0
 
 
-class DataNotFound(FileNotFoundError):
-    """A dataset's files are missing; the message says where they were looked for and how to get them."""
+from ..errors import DataNotFound  # noqa: E402,F401  (re-exported: raised by the loaders)
 
 
 @dataclass
