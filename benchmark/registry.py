@@ -93,7 +93,20 @@ def _imported_info(path: Path) -> list[MethodInfo]:
     return out
 
 
+_CACHE: dict[tuple, dict[str, MethodInfo]] = {}
+
+
 def discover() -> dict[str, MethodInfo]:
+    """All methods, by name. Cached on the method files' names and modification times."""
+    paths = [p for d in method_dirs() if d.is_dir() for p in sorted(d.glob("*.py")) if not p.name.startswith("_")]
+    key = tuple((str(p), p.stat().st_mtime_ns) for p in paths)
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = _discover()
+    return dict(_CACHE[key])
+
+
+def _discover() -> dict[str, MethodInfo]:
     registry: dict[str, MethodInfo] = {}
     for directory in method_dirs():
         if not directory.is_dir():

@@ -54,7 +54,11 @@ def _load_into(obj, state) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's state as tensors and plain values, so that checkpoints load with weights_only=True
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                                                      int(has_gauss), float(cached)),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -62,7 +66,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -74,15 +79,17 @@ def _accumulators(ledger) -> dict | None:
     sums themselves makes a resumed run's epsilon_spent bit-identical to an uninterrupted run's."""
     if ledger is None or not hasattr(ledger, "_rdp"):
         return None
-    return {"rdp": np.array(ledger._rdp, copy=True), "pure": ledger._pure, "all_pure": ledger._all_pure}
+    return {"rdp": torch.from_numpy(np.array(ledger._rdp, copy=True)), "pure": ledger._pure,
+            "all_pure": ledger._all_pure}
 
 
 def _restore_accumulators(ledger, acc: dict | None) -> None:
     if acc is None or not hasattr(ledger, "_rdp"):
         return
-    if acc["rdp"].shape != ledger._rdp.shape or not np.allclose(acc["rdp"], ledger._rdp, rtol=1e-9, atol=1e-12):
+    rdp = np.asarray(acc["rdp"], dtype=float).copy()
+    if rdp.shape != ledger._rdp.shape or not np.allclose(rdp, ledger._rdp, rtol=1e-9, atol=1e-12):
         raise ValueError("checkpointed ledger sums do not match its events")
-    ledger._rdp, ledger._pure, ledger._all_pure = np.array(acc["rdp"], copy=True), acc["pure"], acc["all_pure"]
+    ledger._rdp, ledger._pure, ledger._all_pure = rdp, acc["pure"], acc["all_pure"]
 
 
 class Checkpointer:
@@ -121,7 +128,7 @@ class Checkpointer:
         """The last saved state, or None."""
         if not self.path.exists():
             return None
-        blob = torch.load(self.path, map_location="cpu", weights_only=False)
+        blob = torch.load(self.path, map_location="cpu", weights_only=True)
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ValueError(f"checkpoint {self.path} is not a format-{FORMAT} checkpoint")
         return blob["state"]

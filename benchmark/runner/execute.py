@@ -96,6 +96,8 @@ def make_teacher_trainer(config: dict, splits, device):
                "data": _tensor_digest(x, y) if x is not None else "unknown"}
 
         def build():
+            from ..method import seed_everything
+            seed_everything(config["teacher_seed"])  # initial weights depend on the teacher seed only
             return build_classifier(config["teacher_arch"], splits.input_shape, splits.num_classes)
 
         def train(model):

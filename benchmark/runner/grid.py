@@ -10,6 +10,9 @@ settings: {teacher_seed: 0}    # optional cell settings (teacher_arch, student_a
 overrides:                     # optional hyperparameters, per method or per method@dataset
   dpsd: {iterations: 200}
   dpsd@mnist: {batch_size: 1024}
+variants:                      # optional: several configurations of one method (ablations)
+  dpsd: [{}, {k: 3}, {noise_placement: gradient}]
+ablation: my-ablation          # optional tag copied into each cell (not hashed; kept out of leaderboards)
 ```
 Non-private methods (privacy unit ``none``) run once per dataset and seed, at epsilon infinity.
 """
@@ -24,7 +27,7 @@ import yaml
 from .cells import DEFAULT_DELTA, ConfigError, check_budget, resolve
 
 GRID_KEYS = {"methods", "datasets", "epsilons", "seeds", "delta", "overrides", "settings", "name", "description",
-             "data_root", "slurm", "ablation"}
+             "data_root", "slurm", "ablation", "variants"}
 REQUIRED = ("methods", "datasets", "epsilons", "seeds")
 
 
@@ -74,19 +77,29 @@ def expand(grid: dict[str, Any], data_root: str | None = None) -> list[dict[str,
         for method in methods:
             if method not in methods_info:
                 raise ConfigError(f"unknown method {method!r} in grid; known: {', '.join(sorted(methods_info))}")
-            hp = {**(overrides.get(method) or {}), **(overrides.get(f"{method}@{dataset}") or {})}
-            try:
-                private = registry.load(method)(**hp).is_private()
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-            for eps in (grid["epsilons"] if private else [None]):
-                for seed in grid["seeds"]:
-                    cfg = resolve(method, dataset, eps, seed, delta=delta, hparams=hp, settings=grid.get("settings"),
-                                  data_root=data_root or grid.get("data_root"))
-                    if grid.get("ablation"):  # tagged runs stay out of the leaderboards (unhashed)
-                        cfg["ablation"] = grid.get("name", "ablation") if grid["ablation"] is True else str(grid["ablation"])
-                    key = (method, dataset, eps, seed, json.dumps(hp, sort_keys=True))
-                    if key not in seen:
-                        seen.add(key)
-                        cells.append(cfg)
+            base = {**(overrides.get(method) or {}), **(overrides.get(f"{method}@{dataset}") or {})}
+            for variant in (grid.get("variants") or {}).get(method) or [{}]:
+                hp = {**base, **variant}
+                try:
+                    private = registry.load(method)(**hp).is_private()
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
+                cells.extend(_cells(grid, method, dataset, hp, private, delta, data_root, seen))
+    return cells
+
+
+def _cells(grid, method, dataset, hp, private, delta, data_root, seen) -> list[dict]:
+    """The cells of one (method, dataset, hyperparameters): every epsilon (or infinity) and seed."""
+    cells = []
+    for eps in (grid["epsilons"] if private else [None]):
+        for seed in grid["seeds"]:
+            key = (method, dataset, eps, seed, json.dumps(hp, sort_keys=True))
+            if key in seen:
+                continue
+            seen.add(key)
+            cfg = resolve(method, dataset, eps, seed, delta=delta, hparams=hp, settings=grid.get("settings"),
+                          data_root=data_root or grid.get("data_root"))
+            if grid.get("ablation"):  # tagged runs stay out of the leaderboards (the tag is not hashed)
+                cfg["ablation"] = grid.get("name", "ablation") if grid["ablation"] is True else str(grid["ablation"])
+            cells.append(cfg)
     return cells

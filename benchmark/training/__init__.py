@@ -107,6 +107,7 @@ def dp_sgd_train(model: nn.Module, dataset: Dataset, *, ledger: L.PrivacyLedger,
     opt = opt_cls(model.parameters())
     loader = seeded_loader(dataset, batch_size, seed)
     engine = PrivacyEngine(accountant="rdp")  # its accountant is unused: our ledger accounts
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")  # Opacus, harmless
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, opt, loader = engine.make_private(module=model, optimizer=opt, data_loader=loader,

@@ -70,7 +70,7 @@ def generator_loss(student_logits: torch.Tensor, *, disagreement: torch.Tensor |
     balance = (mean_p * torch.log(mean_p + 1e-8)).sum()  # negative entropy: minimise to balance
     adv = -disagreement if disagreement is not None else torch.zeros((), device=student_logits.device)
     loss = w_adv * adv + w_onehot * onehot + w_balance * balance
-    return loss, {"adv": float(adv), "onehot": float(onehot), "balance": float(balance)}
+    return loss, {"adv": float(adv.detach()), "onehot": float(onehot.detach()), "balance": float(balance.detach())}
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
