@@ -399,15 +399,27 @@ def _audit_result(config, model, splits, epsilon_spent, device, s) -> dict:
     reference = TensorDataset(splits.public.tensors[0], splits.public_labels)
 
     def train_fn(fresh, dataset, ref_seed):
-        return train_classifier(fresh, dataset, epochs=1, min_steps=s["ref_steps"], batch_size=s["ref_batch_size"],
-                                lr=s["ref_lr"], device=device, seed=ref_seed, desc="audit reference")
+        # Reference models depend on the architecture, the public pool and the seed only, never on
+        # the audited method: they are cached, so a grid trains them once per architecture.
+        import hashlib
+
+        from ..training.teachers import cached_model
+        x, y = dataset.tensors
+        digest = hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:16]
+        key = {"kind": "audit-reference", "dataset": config.get("dataset"), "seed": ref_seed, "data": digest,
+               "arch": hashlib.sha256(repr(fresh).encode()).hexdigest()[:16],
+               "recipe": {k: s[k] for k in ("ref_steps", "ref_batch_size", "ref_lr")}}
+        template = copy.deepcopy(fresh).cpu()
+        return cached_model(key, lambda: copy.deepcopy(template), lambda m: train_classifier(
+            m, dataset, epochs=1, min_steps=s["ref_steps"], batch_size=s["ref_batch_size"], lr=s["ref_lr"],
+            device=device, seed=ref_seed, desc="audit reference").cpu()).to(device)
 
     out = audit_classifier(model, splits.private, splits.eval, delta=float(config["delta"]),
                            epsilon_spent=epsilon_spent, reference=reference, device=device, seed=seed,
                            num_classes=splits.num_classes, build_model=lambda: _fresh_copy(model), train_fn=train_fn,
                            max_records=s["max_records"], num_reference_models=s["reference_models"],
                            ref_fraction=s["ref_fraction"], alpha=1 - s["confidence"])
-    unit = _privacy_unit(config["method"])
+    unit = config.get("privacy_unit") or _privacy_unit(config["method"])
     out["privacy_unit"] = unit
     if unit != "record" and out["violates_claim"] is not None:
         # label-DP protects labels only (membership of the features is not claimed); client-level
