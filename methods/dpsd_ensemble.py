@@ -36,6 +36,7 @@ class DPSDEnsemble(Method):
         "memory": 60000, "lr_student": 1e-3, "lr_generator": 1e-3, "latent_dim": 64, "generator_width": 32,
         "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0,
     }
+    tiny = {"teachers": 2, "teacher_steps": 5, "iterations": 2, "batch_size": 16, "student_steps": 3, "generator_steps": 1}
 
     def fit(self, ctx):
         h = ctx.hparams

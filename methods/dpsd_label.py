@@ -37,6 +37,7 @@ class DPSDLabel(Method):
         "memory": 60000, "lr_student": 1e-3, "lr_generator": 1e-3, "latent_dim": 64, "generator_width": 32,
         "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0,
     }
+    tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "full_support_iterations": 1}
 
     def fit(self, ctx):
         h = ctx.hparams
@@ -64,7 +65,7 @@ class DPSDLabel(Method):
             support = topk_support(s_logits, k) if k < ctx.num_classes else everything.expand(len(x), -1)
             ctx.ledger.record(L.randomized_response(eps_q))
             labels = rr_with_prior(t_labels, support, eps_q, generator=rr_rng)
-            memory.add(x, support, labels)
+            memory.add(x, labels.unsqueeze(1), labels)  # the support is not needed again: CE on labels
             train_student_on_memory(student, opt_s, memory, lambda lg, _s, y: F.cross_entropy(lg, y),
                                     steps=h["student_steps"], batch_size=h["student_batch"], rng=rng)
             train_generator_against_student(gen, student, opt_g, z, lambda lg, y=labels: F.cross_entropy(lg, y),

@@ -13,6 +13,7 @@ class StudentReal(Method):
     adjacency = "none"
     citation = "non-private reference"
     hparams = {"epochs": 20, "batch_size": 64, "lr": 1e-3, "min_steps": 1000}
+    tiny = {"epochs": 1, "min_steps": 5}
 
     def fit(self, ctx):
         h = ctx.hparams
