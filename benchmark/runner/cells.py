@@ -46,7 +46,6 @@ def resolve(method: str, dataset: str, epsilon: float | None, seed: int, *, delt
         raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(REGISTRY))}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer (got {seed!r})")
-    info = methods[method]
     cls = registry.load(method)
     try:
         instance = cls(**(hparams or {}))

@@ -151,6 +151,17 @@ def _save_sample_grid(images, labels, path: Path, num_classes: int, per_class: i
     save_image(torch.cat(rows), path, nrow=per_class, padding=1)
 
 
+def _fidelity(output, splits, trainer, device) -> dict:
+    """FID-style distance of synthetic images to eval images, in the feature space of a teacher-architecture
+    network trained (once, cached) on the labelled public pool: never on private or eval data."""
+    from torch.utils.data import TensorDataset
+
+    from ..metrics.fidelity import fidelity_metrics
+    feature_net = trainer(TensorDataset(splits.public.tensors[0], splits.public_labels), "fid-feature-net")
+    return fidelity_metrics(output.images.detach().cpu(), splits.eval.tensors[0], feature_net.to(device).eval(),
+                            device)
+
+
 def _optional_audit(config, info, model, splits, epsilon_spent, device) -> dict | None:
     """The membership-inference audit (benchmark.privacy.audit) for methods that touched private data."""
     if not ({"private_data", "teacher"} & set(info.needs)):
@@ -221,6 +232,7 @@ def run_cell(config: dict[str, Any], results_dir: str | Path, *, device: str | N
                 result["metrics"]["synthetic_samples"] = len(output.images)
                 classifier = train_on_synthetic(output.images.detach().cpu(), output.labels.cpu(), ctx.build_student,
                                                 device=dev, seed=config["seed"], progress=ctx.progress)
+                result["metrics"].update(_fidelity(output, splits, trainer, dev))
             else:
                 classifier = output
             for name in sorted(os.listdir(artifacts)) if artifacts.exists() else []:

@@ -1,0 +1,1 @@
+"""Fidelity metrics for synthetic data (see ``fidelity.fidelity_metrics``)."""
