@@ -57,7 +57,7 @@ class PATEGAN(Method):
         "width": 16,
         "num_synthetic": 2000,
     }
-    tiny = {"num_teachers": 4, "iterations": 2, "teacher_warmup": 2, "num_synthetic": 200}
+    tiny = {"num_teachers": 4, "iterations": 2, "num_synthetic": 200, "batch_size": 4, "student_steps": 1, "gamma": 0.05}
 
     def fit(self, ctx):
         hp, dev, K = ctx.hparams, ctx.device, ctx.num_classes
