@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup-venv.sh
 export PATH="$PWD/.venv/bin:$PATH"
-python -m benchmark sweep grids/quick.yaml --executor local --results results/quick "$@"
+# a failed cell is recorded as failed (and shown in the report); the report is written either way
+python -m benchmark sweep grids/quick.yaml --executor local --results results/quick "$@" || status=$?
 python -m benchmark report --results results/quick --out results/quick-report --quiet
 echo
 echo "Leaderboard: $PWD/results/quick-report/leaderboard.md"
 echo "Plots:       $PWD/results/quick-report/figures/"
+exit "${status:-0}"

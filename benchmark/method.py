@@ -69,6 +69,9 @@ class Context:
     metrics: dict[str, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("benchmark"))
     checkpointer: Any = None  # benchmark.runner.checkpoint.Checkpointer (preemption), when the runner gives one
+    #: Private synthetic data a classifier-releasing method also releases (e.g. DPSD's generator samples
+    #: labelled by the private student); the runner scores it downstream and saves a sample grid.
+    synthetic_release: SyntheticData | None = None
     _resources: dict[str, Any] = field(default_factory=dict, repr=False)
     _declared: frozenset = field(default_factory=frozenset, repr=False)
     _teacher_trainer: Callable | None = field(default=None, repr=False)

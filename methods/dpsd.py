@@ -25,8 +25,14 @@ from benchmark import Method
 from benchmark.models import Generator
 from benchmark.privacy import ledger as L
 from benchmark.privacy.mechanisms import gaussian_annotation, noisy_normalised_sum, topk_support
-from benchmark.training.distill import (AnnotationMemory, annotation_regression_loss, centred,
-                                        train_generator_against_student, train_student_on_memory)
+from benchmark.training.distill import (
+    AnnotationMemory,
+    annotation_regression_loss,
+    centred,
+    release_synthetic,
+    train_generator_against_student,
+    train_student_on_memory,
+)
 from benchmark.training.persample import assign_flat_gradient, flatten_per_sample, per_sample_gradients
 
 
@@ -45,8 +51,9 @@ class DPSD(Method):
         "generator_steps": 5, "k": 10, "student_prior": True, "clip_norm": 5.0, "noise_multiplier": None,
         "student_loss": "mse", "memory": 60000, "lr_student": 1e-3, "lr_generator": 1e-3,
         "latent_dim": 64, "generator_width": 32, "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0,
+        "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream
     }
-    tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "generator_steps": 1}
+    tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "downstream_samples": 100}
 
     def fit(self, ctx):
         h = ctx.hparams
@@ -91,7 +98,7 @@ class DPSD(Method):
             train_generator_against_student(gen, student, opt_g, z, disagreement, steps=h["generator_steps"],
                                             w_adv=h["w_adv"], w_onehot=h["w_onehot"], w_balance=h["w_balance"])
         ctx.metrics.update(teacher_queries=queries, iterations=h["iterations"])
-        self.generator = gen
+        release_synthetic(ctx, gen, student, h["downstream_samples"])
         return student.eval()
 
     @staticmethod

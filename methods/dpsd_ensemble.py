@@ -17,8 +17,14 @@ from benchmark import Method
 from benchmark.models import Generator
 from benchmark.privacy import ledger as L
 from benchmark.privacy.mechanisms import normalise_rows, topk_support
-from benchmark.training.distill import (AnnotationMemory, annotation_regression_loss, centred,
-                                        train_generator_against_student, train_student_on_memory)
+from benchmark.training.distill import (
+    AnnotationMemory,
+    annotation_regression_loss,
+    centred,
+    release_synthetic,
+    train_generator_against_student,
+    train_student_on_memory,
+)
 
 
 class DPSDEnsemble(Method):
@@ -35,8 +41,9 @@ class DPSDEnsemble(Method):
         "generator_steps": 5, "k": 10, "clip_norm": 5.0, "noise_multiplier": None, "student_loss": "mse",
         "memory": 60000, "lr_student": 1e-3, "lr_generator": 1e-3, "latent_dim": 64, "generator_width": 32,
         "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0,
+        "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream
     }
-    tiny = {"teachers": 2, "teacher_steps": 5, "iterations": 2, "batch_size": 16, "student_steps": 3, "generator_steps": 1}
+    tiny = {"teachers": 2, "teacher_steps": 5, "iterations": 2, "batch_size": 16, "student_steps": 3, "generator_steps": 1, "downstream_samples": 100}
 
     def fit(self, ctx):
         h = ctx.hparams
@@ -70,7 +77,7 @@ class DPSDEnsemble(Method):
                 lambda lg, s=support, a=released: ((centred(lg.gather(1, s)) - a) ** 2).sum(1).mean(),
                 steps=h["generator_steps"], w_adv=h["w_adv"], w_onehot=h["w_onehot"], w_balance=h["w_balance"])
         ctx.metrics.update(teacher_queries=b * h["iterations"] * len(teachers), iterations=h["iterations"])
-        self.generator = gen
+        release_synthetic(ctx, gen, student, h["downstream_samples"])
         return student.eval()
 
     @staticmethod

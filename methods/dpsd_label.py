@@ -19,7 +19,12 @@ from benchmark import Method
 from benchmark.models import Generator
 from benchmark.privacy import ledger as L
 from benchmark.privacy.mechanisms import rr_with_prior, topk_support
-from benchmark.training.distill import AnnotationMemory, train_generator_against_student, train_student_on_memory
+from benchmark.training.distill import (
+    AnnotationMemory,
+    release_synthetic,
+    train_generator_against_student,
+    train_student_on_memory,
+)
 
 
 class DPSDLabel(Method):
@@ -36,8 +41,9 @@ class DPSDLabel(Method):
         "k": 3, "full_support_iterations": 5, "student_prior": True, "epsilon_per_release": None,
         "memory": 60000, "lr_student": 1e-3, "lr_generator": 1e-3, "latent_dim": 64, "generator_width": 32,
         "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0,
+        "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream
     }
-    tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "full_support_iterations": 1}
+    tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "full_support_iterations": 1, "downstream_samples": 100}
 
     def fit(self, ctx):
         h = ctx.hparams
@@ -72,5 +78,5 @@ class DPSDLabel(Method):
                                             steps=h["generator_steps"], w_adv=h["w_adv"], w_onehot=h["w_onehot"],
                                             w_balance=h["w_balance"])
         ctx.metrics.update(teacher_queries=queries, iterations=h["iterations"])
-        self.generator = gen
+        release_synthetic(ctx, gen, student, h["downstream_samples"])
         return student.eval()

@@ -41,6 +41,9 @@ def test_method_contract_on_digits(name, tmp_path):
         assert epsilon_from_events(result["ledger"], result["delta"]) == pytest.approx(result["epsilon_spent"])
     else:
         assert result["epsilon_target"] is None and result["epsilon_spent"] is None
+    if cls.family == "dpsd":  # DPSD also releases its generator: samples and a downstream score
+        assert 0.0 <= result["metrics"]["synthetic_downstream_accuracy"] <= 1.0
+        assert (tmp_path / "digits" / name / result["artifacts"]["generator_samples"]).exists()
     files = list(tmp_path.rglob("*.json"))
     assert len([f for f in files if not f.name.endswith(".failed.json")]) == 1
 

@@ -239,6 +239,14 @@ def run_cell(config: dict[str, Any], results_dir: str | Path, *, device: str | N
                 result["artifacts"].setdefault(Path(name).stem, str((artifacts / name).relative_to(store.cell_dir(config))))
             classifier = classifier.to(dev).eval()
             result["metrics"]["test_accuracy"] = evaluate(classifier, splits.eval, dev)
+            if ctx.synthetic_release is not None:  # e.g. DPSD's generator: private synthetic data
+                released = ctx.synthetic_release
+                grid = artifacts / "generator_samples.png"
+                _save_sample_grid(released.images, released.labels, grid, splits.num_classes)
+                result["artifacts"]["generator_samples"] = str(grid.relative_to(store.cell_dir(config)))
+                downstream = train_on_synthetic(released.images, released.labels, ctx.build_student, device=dev,
+                                                seed=config["seed"], progress=ctx.progress)
+                result["metrics"]["synthetic_downstream_accuracy"] = evaluate(downstream, splits.eval, dev)
             if method.is_private():
                 result["epsilon_spent"] = ledger.epsilon()
             result["ledger"] = ledger.events

@@ -107,3 +107,18 @@ def train_generator_against_student(generator: nn.Module, student: nn.Module, op
         optimizer.step()
     set_requires_grad(student, True)
     return parts
+
+
+@torch.no_grad()
+def release_synthetic(ctx, generator: nn.Module, student: nn.Module, n: int) -> None:
+    """Hand the runner ``n`` generator samples labelled by the private student (post-processing of
+    private outputs: no privacy cost); it trains a fresh classifier on them and reports
+    ``synthetic_downstream_accuracy``."""
+    from ..method import SyntheticData
+    if n <= 0:
+        return
+    generator.eval()
+    student.eval()
+    images = torch.cat([generator(generator.sample_latent(min(512, n - i), ctx.device)) for i in range(0, n, 512)])
+    labels = torch.cat([student(images[i:i + 512]).argmax(1) for i in range(0, n, 512)])
+    ctx.synthetic_release = SyntheticData(images.cpu(), labels.cpu())
