@@ -34,7 +34,7 @@ def test_method_contract_on_digits(name, tmp_path):
     json.dumps(result, allow_nan=False)
     acc = result["metrics"]["test_accuracy"]
     assert 0.0 <= acc <= 1.0
-    assert result["versions"]["torch"] and result["config"]["hparams"]
+    assert result["versions"]["torch"] and "hparams" in result["config"]
     if private:
         assert result["ledger"], "a private method must record its releases"
         assert 0 < result["epsilon_spent"] <= 2.0 * (1 + 1e-9)

@@ -93,7 +93,7 @@ def _local_inception_weights() -> str | None:
 def _inception_features(images: torch.Tensor, device, weights_path: str, batch_size: int = 100) -> np.ndarray:
     from torchvision.models import inception_v3
     net = inception_v3(weights=None, aux_logits=True, init_weights=False)
-    net.load_state_dict(torch.load(weights_path, map_location="cpu"))
+    net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     net.fc = nn.Identity()
     net.eval().to(device)
     mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)

@@ -53,9 +53,11 @@ def resolve(method: str, dataset: str, epsilon: float | None, seed: int, *, delt
         raise ConfigError(str(exc)) from None
     private = instance.is_private()
     if private:
-        if epsilon is None or not math.isfinite(epsilon):
-            raise ConfigError(f"{method} is a private method: it needs a finite epsilon")
+        if epsilon is None:
+            raise ConfigError(f"{method} is a private method: it needs a finite epsilon (--epsilon)")
         check_budget(epsilon, delta)
+        if not math.isfinite(epsilon):
+            raise ConfigError(f"{method} is a private method: it needs a finite epsilon (got {epsilon})")
     else:
         epsilon = None  # non-private references run at epsilon = infinity
         check_budget(1.0, delta)

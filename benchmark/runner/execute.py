@@ -114,18 +114,13 @@ def make_teacher_trainer(config: dict, splits, device):
 
 
 def configure_threads() -> int:
-    """Intra-op threads for CPU work: $BENCHMARK_THREADS, else the CPUs Slurm gave us, else all cores,
-    dropping to 1 when the machine is already busy (OpenMP threads that wait for each other on an
-    oversubscribed machine can be 10x slower than one thread)."""
+    """Intra-op threads for CPU work: ``$BENCHMARK_THREADS``, else every CPU this process may use (at
+    most 8). Deliberately not adaptive: CPU results depend on the thread count (summation order), so
+    the same cell must get the same count to be reproducible. It is stored in each result. On an
+    oversubscribed machine set ``BENCHMARK_THREADS=1`` (waiting OpenMP threads can cost 10x)."""
     import torch
-    explicit = os.environ.get("BENCHMARK_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if explicit:
-        threads = max(1, int(explicit))
-    elif os.getloadavg()[0] > 0.75 * cores:
-        threads = 1
-    else:
-        threads = min(cores, 8)
+    threads = max(1, int(os.environ.get("BENCHMARK_THREADS") or min(cores, 8)))
     torch.set_num_threads(threads)
     return threads
 
