@@ -315,7 +315,7 @@ BAD_RUNS = {
                         "unknown dataset 'no-such-data'"),
     "epsilon zero": (["run", "--method", "dp-sgd", "--dataset", "digits", "--epsilon", "0"], "epsilon must be"),
     "epsilon negative": (["run", "--method", "dp-sgd", "--dataset", "digits", "--epsilon", "-1"], "epsilon must be"),
-    "epsilon nan": (["run", "--method", "dp-sgd", "--dataset", "digits", "--epsilon", "nan"], "finite epsilon"),
+    "epsilon nan": (["run", "--method", "dp-sgd", "--dataset", "digits", "--epsilon", "nan"], "epsilon must be a positive number"),
     "epsilon missing": (["run", "--method", "dp-sgd", "--dataset", "digits"], "needs a finite epsilon"),
     "delta zero": (["run", "--method", "dp-sgd", "--dataset", "digits", "--epsilon", "1", "--delta", "0"],
                    "delta must be in (0, 1)"),
