@@ -75,8 +75,6 @@ class LP2ST(Method):
             prior = predict_logits(model, x[s2], ctx.device).softmax(dim=1)
             noisy[s2] = release_with_prior(y[s2], prior, ctx.epsilon, g)
             ctx.metrics["stage2_mean_k"] = float(rr_with_prior_k(prior, ctx.epsilon).float().mean())
-            ctx.metrics["stage2_label_accuracy"] = float((noisy[s2] == y[s2]).float().mean())
-        ctx.metrics["stage1_label_accuracy"] = float((noisy[s1] == y[s1]).float().mean())
         if not h["warm_start"]:
             model = ctx.build_student()
         return train_classifier(model, TensorDataset(x, noisy), desc="lp-2st stage 2", **train)
