@@ -22,13 +22,13 @@ epsilon for the planned number of releases.
 import torch
 
 from benchmark import Method
-from benchmark.models import Generator
 from benchmark.privacy import ledger as L
 from benchmark.privacy.mechanisms import gaussian_annotation, noisy_normalised_sum, topk_support
 from benchmark.training.distill import (
     AnnotationMemory,
     annotation_regression_loss,
     centred,
+    make_generator_and_optimisers,
     release_synthetic,
     train_generator_against_student,
     train_student_on_memory,
@@ -58,9 +58,7 @@ class DPSD(Method):
     def fit(self, ctx):
         h = ctx.hparams
         student, teacher = ctx.build_student(), ctx.teacher
-        gen = Generator(ctx.input_shape, latent_dim=h["latent_dim"], base_channels=h["generator_width"]).to(ctx.device)
-        opt_s = torch.optim.Adam(student.parameters(), lr=h["lr_student"])
-        opt_g = torch.optim.Adam(gen.parameters(), lr=h["lr_generator"], betas=(0.5, 0.999))
+        gen, opt_s, opt_g = make_generator_and_optimisers(ctx, student, h)
         k = ctx.num_classes if not h["student_prior"] else min(h["k"], ctx.num_classes)
         per_iter_releases = 1 if h["noise_placement"] == "annotation" else h["student_steps"]
         releases = h["iterations"] * per_iter_releases

@@ -14,13 +14,13 @@ the student) is DPSD's loop.
 import torch
 
 from benchmark import Method
-from benchmark.models import Generator
 from benchmark.privacy import ledger as L
 from benchmark.privacy.mechanisms import normalise_rows, topk_support
 from benchmark.training.distill import (
     AnnotationMemory,
     annotation_regression_loss,
     centred,
+    make_generator_and_optimisers,
     release_synthetic,
     train_generator_against_student,
     train_student_on_memory,
@@ -49,9 +49,7 @@ class DPSDEnsemble(Method):
         h = ctx.hparams
         teachers = self._shard_teachers(ctx, h["teachers"], h["teacher_steps"])
         student = ctx.build_student()
-        gen = Generator(ctx.input_shape, latent_dim=h["latent_dim"], base_channels=h["generator_width"]).to(ctx.device)
-        opt_s = torch.optim.Adam(student.parameters(), lr=h["lr_student"])
-        opt_g = torch.optim.Adam(gen.parameters(), lr=h["lr_generator"], betas=(0.5, 0.999))
+        gen, opt_s, opt_g = make_generator_and_optimisers(ctx, student, h)
         k, b = min(h["k"], ctx.num_classes), h["batch_size"]
         event = lambda s: [L.gaussian(s / 2, steps=b * h["iterations"])]  # noqa: E731 - sensitivity 2C per sample
         sigma = h["noise_multiplier"] if h["noise_multiplier"] is not None else \

@@ -16,11 +16,11 @@ import torch
 from torch.nn import functional as F
 
 from benchmark import Method
-from benchmark.models import Generator
 from benchmark.privacy import ledger as L
 from benchmark.privacy.mechanisms import rr_with_prior, topk_support
 from benchmark.training.distill import (
     AnnotationMemory,
+    make_generator_and_optimisers,
     release_synthetic,
     train_generator_against_student,
     train_student_on_memory,
@@ -48,9 +48,7 @@ class DPSDLabel(Method):
     def fit(self, ctx):
         h = ctx.hparams
         student, teacher = ctx.build_student(), ctx.teacher
-        gen = Generator(ctx.input_shape, latent_dim=h["latent_dim"], base_channels=h["generator_width"]).to(ctx.device)
-        opt_s = torch.optim.Adam(student.parameters(), lr=h["lr_student"])
-        opt_g = torch.optim.Adam(gen.parameters(), lr=h["lr_generator"], betas=(0.5, 0.999))
+        gen, opt_s, opt_g = make_generator_and_optimisers(ctx, student, h)
         eps_q = h["epsilon_per_release"]
         if eps_q is None and ctx.private:  # largest per-release epsilon whose T-fold composition fits
             eps_q = 1.0 / L.calibrate_noise(lambda s: [L.randomized_response(1.0 / s, h["iterations"])],

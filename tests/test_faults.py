@@ -253,7 +253,8 @@ def test_corrupt_teacher_cache_entry_is_detected_and_rebuilt(tmp_path, monkeypat
             return (Path.touch, (marker,))
 
     torch.save({"weight": Evil()}, entry)
-    entry.with_suffix(".sha256").write_text(T._sha256(entry) + "\n")
+    from benchmark.data import sha256_file
+    entry.with_suffix(".sha256").write_text(sha256_file(entry) + "\n")
     assert torch.all(T.cached_model(key, build, train).weight == 0.5) and len(calls) == 3
     assert not marker.exists()
 

@@ -68,6 +68,16 @@ def register(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (dataset checksums, the teacher cache)."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def data_cache() -> Path:
     """The project's data cache (``$BENCHMARK_DATA_CACHE`` or ``datasets/cache``)."""
     return Path(os.environ.get("BENCHMARK_DATA_CACHE", PROJECT_ROOT / "datasets" / "cache"))

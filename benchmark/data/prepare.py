@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import PROJECT_ROOT, DataNotFound, data_cache
+from . import PROJECT_ROOT, DataNotFound, data_cache, sha256_file
 from . import vision as V
 
 
@@ -91,14 +91,6 @@ def _imagenet_manifest_path() -> Path:
     return data_cache() / "manifests" / "imagenet-subset.json"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _imagenet_ok(root: Path, target: str) -> str | None:
     """Each class folder must hold images; the first successful check records a SHA-256 manifest of
     every file (ImageNet has no published per-file checksums) and later checks verify against it."""
@@ -109,7 +101,7 @@ def _imagenet_ok(root: Path, target: str) -> str | None:
     manifest_path = _imagenet_manifest_path()
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     key = str(d.resolve())
-    current = {p.name: _sha256(p) for p in files}
+    current = {p.name: sha256_file(p) for p in files}
     if key in manifest:
         bad = sorted(n for n, h in manifest[key].items() if current.get(n) != h)
         if bad:

@@ -122,3 +122,12 @@ def release_synthetic(ctx, generator: nn.Module, student: nn.Module, n: int) -> 
     images = torch.cat([generator(generator.sample_latent(min(512, n - i), ctx.device)) for i in range(0, n, 512)])
     labels = torch.cat([student(images[i:i + 512]).argmax(1) for i in range(0, n, 512)])
     ctx.synthetic_release = SyntheticData(images.cpu(), labels.cpu())
+
+
+def make_generator_and_optimisers(ctx, student: nn.Module, h: dict):
+    """DPSD's generator (DCGAN-style) and the Adam optimisers of student and generator."""
+    from ..models import Generator
+    gen = Generator(ctx.input_shape, latent_dim=h["latent_dim"], base_channels=h["generator_width"]).to(ctx.device)
+    opt_s = torch.optim.Adam(student.parameters(), lr=h["lr_student"])
+    opt_g = torch.optim.Adam(gen.parameters(), lr=h["lr_generator"], betas=(0.5, 0.999))
+    return gen, opt_s, opt_g

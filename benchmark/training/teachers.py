@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import data_cache
+from ..data import data_cache, sha256_file
 
 log = logging.getLogger("benchmark")
 
@@ -35,20 +35,12 @@ def teacher_key(**fields) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _atomic_save(state: dict, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(state, tmp)
-        digest = _sha256(Path(tmp))
+        digest = sha256_file(Path(tmp))
         os.replace(tmp, path)
         sha_tmp = f"{tmp}.sha"
         Path(sha_tmp).write_text(digest + "\n")
@@ -62,7 +54,7 @@ def _load_verified(path: Path, model: nn.Module) -> bool:
     sha = path.with_suffix(".sha256")
     if not path.exists() or not sha.exists():
         return False
-    if _sha256(path) != sha.read_text().strip():
+    if sha256_file(path) != sha.read_text().strip():
         log.warning("teacher cache entry %s fails its checksum; rebuilding it", path)
         return False
     try:
