@@ -103,6 +103,8 @@ def _grid_cells(args):
 
 
 def cmd_sweep(args) -> int:
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {args.jobs})")
     grid, cells = _grid_cells(args)
     if not (args.executor == "slurm" and args.dry_run):  # a dry run may be made away from the data
         _check_data(cells)
@@ -114,7 +116,7 @@ def cmd_sweep(args) -> int:
                            dry_run=args.dry_run, quiet=args.quiet, wait=args.wait)
     from .runner.executors import run_local
     counts = run_local(cells, args.results, resume=True, quiet=args.quiet, stop_on_error=args.executor == "debug",
-                       device=args.device)
+                       device=args.device, jobs=args.jobs)
     print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done, "
           f"{counts['busy']} running elsewhere; results in {args.results}")
     return EXIT_FAILED if counts["failed"] else 0
@@ -161,6 +163,16 @@ def cmd_prepare_data(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import bench
+    if args.repeats is not None and args.repeats < 1:
+        raise UserError(f"--repeats must be at least 1 (got {args.repeats})")
+    log = logging.getLogger("benchmark")
+    table = bench.run(bench.sizes_for(args.quick, args.repeats), progress=lambda what: log.info("bench: %s", what))
+    print(bench.format_table(table))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -195,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="(slurm) build the job arrays, submit nothing")
     sp.add_argument("--wait", action="store_true", help="(slurm) wait for the jobs to finish")
     sp.add_argument("--device", default=None)
+    sp.add_argument("--jobs", type=int, default=1, help="(local) cells run at once in worker processes, each with "
+                    "CPUs/jobs threads (default 1)")
     common(sp)
     sp.set_defaults(func=cmd_sweep)
 
@@ -214,11 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, results=False)
     sp.set_defaults(func=cmd_prepare_data)
 
-    try:
-        from .bench import add_parser as add_bench
-        add_bench(sub, common)
-    except ImportError:
-        pass
+    sp = sub.add_parser("bench", help="time the hot paths: DPSD's privacy overhead, baseline steps, ledger, store, report")
+    sp.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test; the numbers mean little)")
+    sp.add_argument("--repeats", type=int, default=None, help="timed repetitions per quantity (median reported)")
+    common(sp, results=False)
+    sp.set_defaults(func=cmd_bench)
     return p
 
 

@@ -40,3 +40,43 @@ def test_sweep_twice_then_status_and_report(tmp_path):
     report = cli("report", "--results", results, "--out", tmp_path / "report", "--quiet")
     assert report.returncode == 0, report.stderr
     assert (tmp_path / "report" / "leaderboard.md").exists()
+
+
+PARALLEL_GRID = """
+methods: [dp-sgd, rr]
+datasets: [digits]
+epsilons: [1, 10]
+seeds: [0]
+overrides:
+  dp-sgd: {epochs: 1}
+"""
+
+
+def _content(path):
+    r = json.loads(path.read_text())
+    for key in ("started_at", "finished_at", "wall_time_s", "cpu_time_s", "peak_memory_mb", "host", "audit"):
+        r.pop(key, None)
+    r["metrics"].pop("fit_time_s", None)
+    return r
+
+
+def test_parallel_jobs_give_the_same_results_as_one_after_another(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(PARALLEL_GRID)
+    env = {"BENCHMARK_AUDIT_SETTINGS": "reference_models=0", "BENCHMARK_THREADS": "1"}
+    serial = cli("sweep", grid, "--results", tmp_path / "serial", "--quiet", env=env)
+    parallel = cli("sweep", grid, "--results", tmp_path / "parallel", "--quiet", "--jobs", "2", env=env)
+    assert serial.returncode == 0 and parallel.returncode == 0, serial.stderr + parallel.stderr
+    assert "4 ok, 0 failed" in parallel.stdout
+    files = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*.json"))
+    assert len(files) == 4
+    assert files == sorted(p.relative_to(tmp_path / "parallel") for p in (tmp_path / "parallel").rglob("*.json"))
+    for rel in files:
+        assert _content(tmp_path / "serial" / rel) == _content(tmp_path / "parallel" / rel), rel
+
+
+def test_jobs_below_one_is_one_clear_error(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(PARALLEL_GRID)
+    out = cli("sweep", grid, "--results", tmp_path / "r", "--jobs", "0")
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "--jobs" in out.stderr

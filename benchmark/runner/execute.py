@@ -177,6 +177,8 @@ def run_cell(config: dict[str, Any], results_dir: str | Path, *, device: str | N
     from ..data import get_dataset
     from ..method import Context, SyntheticData
     from ..privacy.ledger import ACCOUNTANT, PrivacyLedger
+    from torch.utils.data import TensorDataset
+
     from ..training import evaluate, train_on_synthetic
 
     store = ResultStore(results_dir)
@@ -234,6 +236,10 @@ def run_cell(config: dict[str, Any], results_dir: str | Path, *, device: str | N
                 result["artifacts"].setdefault(Path(name).stem, str((artifacts / name).relative_to(store.cell_dir(config))))
             classifier = classifier.to(dev).eval()
             result["metrics"]["test_accuracy"] = evaluate(classifier, splits.eval, dev)
+            # Accuracy on the labelled public pool: the split defaults are chosen on (never eval).
+            # For methods that train on the public pool's images it is a training-set accuracy.
+            result["metrics"]["validation_accuracy"] = evaluate(
+                classifier, TensorDataset(splits.public.tensors[0], splits.public_labels), dev)
             if ctx.synthetic_release is not None:  # e.g. DPSD's generator: private synthetic data
                 released = ctx.synthetic_release
                 grid = artifacts / "generator_samples.png"

@@ -27,9 +27,34 @@ def cell_status(store: ResultStore, config: dict) -> tuple[str, str]:
     return "missing", ""
 
 
+def _run_one(config: dict, results_dir: str | Path, device: str | None, quiet: bool, stop_on_error: bool) -> str:
+    """One cell under the store's running-lock: 'ok', 'failed', 'skipped' or 'busy'."""
+    store = ResultStore(results_dir)
+    with store.running(config) as mine:
+        if not mine:
+            log.warning("%s is running in another process; skipping it", cell_label(config))
+            return "busy"
+        if store.is_done(config):  # finished by someone else meanwhile
+            return "skipped"
+        result = run_cell(config, results_dir, device=device, quiet=quiet, raise_errors=stop_on_error)
+    return "ok" if result["status"] == "ok" else "failed"
+
+
+def _worker_init(threads: int) -> None:
+    import os
+    os.environ["BENCHMARK_THREADS"] = str(threads)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+
 def run_local(cells: list[dict], results_dir: str | Path, *, resume: bool = True, quiet: bool = False,
-              stop_on_error: bool = False, device: str | None = None) -> dict[str, int]:
-    """Run cells in this process. Finished cells (same config hash, status ok) are skipped."""
+              stop_on_error: bool = False, device: str | None = None, jobs: int = 1) -> dict[str, int]:
+    """Run cells on this machine. Finished cells (same config hash, status ok) are skipped.
+
+    ``jobs == 1``: one after another in this process. ``jobs > 1``: that many worker processes
+    (spawned, so no state leaks between cells), each with CPUs // jobs intra-op threads unless
+    ``$BENCHMARK_THREADS`` says otherwise; the thread count is recorded in every result."""
+    import os
+
     from tqdm.auto import tqdm
 
     store = ResultStore(results_dir)
@@ -38,17 +63,28 @@ def run_local(cells: list[dict], results_dir: str | Path, *, resume: bool = True
     counts["skipped"] = len(cells) - len(todo)
     if counts["skipped"]:
         log.info("%d of %d cells already done; skipping them", counts["skipped"], len(cells))
-    bar = tqdm(todo, desc="cells", disable=quiet, dynamic_ncols=True)
-    for config in bar:
-        bar.set_postfix_str(cell_label(config))
-        with store.running(config) as mine:
-            if not mine:
-                log.warning("%s is running in another process; skipping it", cell_label(config))
-                counts["busy"] += 1
-                continue
-            if store.is_done(config):  # finished by someone else meanwhile
-                counts["skipped"] += 1
-                continue
-            result = run_cell(config, results_dir, device=device, quiet=quiet, raise_errors=stop_on_error)
-        counts["ok" if result["status"] == "ok" else "failed"] += 1
+    bar = tqdm(total=len(todo), desc="cells", disable=quiet, dynamic_ncols=True)
+    if jobs <= 1 or len(todo) <= 1:
+        for config in todo:
+            bar.set_postfix_str(cell_label(config))
+            counts[_run_one(config, results_dir, device, quiet, stop_on_error)] += 1
+            bar.update()
+        bar.close()
+        return counts
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = int(os.environ.get("BENCHMARK_THREADS") or max(1, cores // jobs))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        pending = {pool.submit(_run_one, c, str(results_dir), device, True, stop_on_error): c for c in todo}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                config = pending.pop(future)
+                counts[future.result()] += 1  # re-raises a worker's exception (debug executor)
+                bar.set_postfix_str(cell_label(config))
+                bar.update()
+    bar.close()
     return counts
