@@ -50,7 +50,7 @@ class DPSD(Method):
         "iterations": 20, "batch_size": 2048, "student_steps": 100, "student_batch": 256,
         "generator_steps": 5, "k": 10, "student_prior": True, "clip_norm": 5.0, "noise_multiplier": None,
         "student_loss": "mse", "memory": 60000, "lr_student": 1e-3, "lr_generator": 1e-3,
-        "latent_dim": 64, "generator_width": 32, "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0,
+        "latent_dim": 64, "generator_width": 32, "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0, "w_entropy": 0.0,
         "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream
     }
     tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "downstream_samples": 100}
@@ -71,13 +71,19 @@ class DPSD(Method):
             return annotation_regression_loss(logits, support, annotation, h["student_loss"])
 
         rng = torch.Generator(device="cpu").manual_seed(ctx.seed)
-        queries = 0
-        for _ in ctx.progress(range(h["iterations"]), desc="dpsd"):
+        counters = {"queries": 0}
+        state = dict(student=student, generator=gen, opt_student=opt_s, opt_generator=opt_g, memory=memory, sampler=rng)
+        ck, start = ctx.checkpointer, 0
+        if ck is not None:  # a requeued job continues from its last saved iteration
+            start = ck.resume(ledger=ctx.ledger, extra=counters, **state) or 0
+        for it in ctx.progress(range(start, h["iterations"]), desc="dpsd"):
+            if ck is not None:
+                ck.maybe_save(it, ledger=ctx.ledger, extra=counters, **state)
             z = gen.sample_latent(h["batch_size"], ctx.device)
             with torch.no_grad():
                 x = gen(z)
                 s_logits, t_logits = student(x), teacher(x)
-            queries += len(x)
+            counters["queries"] += len(x)
             support = topk_support(s_logits, k) if h["student_prior"] else \
                 torch.arange(ctx.num_classes, device=ctx.device).expand(len(x), -1)
             if h["noise_placement"] == "annotation":
@@ -94,8 +100,8 @@ class DPSD(Method):
                 self._student_dp_gradient(ctx, student, opt_s, x, support, clean, h, sigma)
                 disagreement = None  # nothing per-sample was released: the generator sees the student only
             train_generator_against_student(gen, student, opt_g, z, disagreement, steps=h["generator_steps"],
-                                            w_adv=h["w_adv"], w_onehot=h["w_onehot"], w_balance=h["w_balance"])
-        ctx.metrics.update(teacher_queries=queries, iterations=h["iterations"])
+                                            w_adv=h["w_adv"], w_onehot=h["w_onehot"], w_balance=h["w_balance"], w_entropy=h["w_entropy"])
+        ctx.metrics.update(teacher_queries=counters["queries"], iterations=h["iterations"])
         release_synthetic(ctx, gen, student, h["downstream_samples"])
         return student.eval()
 

@@ -40,7 +40,7 @@ class DPSDEnsemble(Method):
         "teachers": 10, "teacher_steps": 150, "iterations": 10, "batch_size": 64, "student_steps": 50, "student_batch": 128,
         "generator_steps": 5, "k": 10, "clip_norm": 5.0, "noise_multiplier": None, "student_loss": "mse",
         "memory": 60000, "lr_student": 1e-3, "lr_generator": 1e-3, "latent_dim": 64, "generator_width": 32,
-        "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0,
+        "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0, "w_entropy": 0.0,
         "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream
     }
     tiny = {"teachers": 2, "teacher_steps": 5, "iterations": 2, "batch_size": 16, "student_steps": 3, "generator_steps": 1, "downstream_samples": 100}
@@ -73,7 +73,7 @@ class DPSDEnsemble(Method):
             train_generator_against_student(
                 gen, student, opt_g, z,
                 lambda lg, s=support, a=released: ((centred(lg.gather(1, s)) - a) ** 2).sum(1).mean(),
-                steps=h["generator_steps"], w_adv=h["w_adv"], w_onehot=h["w_onehot"], w_balance=h["w_balance"])
+                steps=h["generator_steps"], w_adv=h["w_adv"], w_onehot=h["w_onehot"], w_balance=h["w_balance"], w_entropy=h["w_entropy"])
         ctx.metrics.update(teacher_queries=b * h["iterations"] * len(teachers), iterations=h["iterations"])
         release_synthetic(ctx, gen, student, h["downstream_samples"])
         return student.eval()

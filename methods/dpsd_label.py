@@ -40,7 +40,7 @@ class DPSDLabel(Method):
         "iterations": 20, "batch_size": 2048, "student_steps": 100, "student_batch": 256, "generator_steps": 5,
         "k": 3, "full_support_iterations": 5, "student_prior": True, "epsilon_per_release": None,
         "memory": 60000, "lr_student": 1e-3, "lr_generator": 1e-3, "latent_dim": 64, "generator_width": 32,
-        "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0,
+        "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0, "w_entropy": 0.0,
         "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream
     }
     tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "full_support_iterations": 1, "downstream_samples": 100}
@@ -74,7 +74,7 @@ class DPSDLabel(Method):
                                     steps=h["student_steps"], batch_size=h["student_batch"], rng=rng)
             train_generator_against_student(gen, student, opt_g, z, lambda lg, y=labels: F.cross_entropy(lg, y),
                                             steps=h["generator_steps"], w_adv=h["w_adv"], w_onehot=h["w_onehot"],
-                                            w_balance=h["w_balance"])
+                                            w_balance=h["w_balance"], w_entropy=h["w_entropy"])
         ctx.metrics.update(teacher_queries=queries, iterations=h["iterations"])
         release_synthetic(ctx, gen, student, h["downstream_samples"])
         return student.eval()

@@ -30,6 +30,12 @@ class AnnotationMemory:
     def __len__(self) -> int:
         return 0 if self.images is None else len(self.images)
 
+    def state_dict(self) -> dict:  # for checkpoints (benchmark.runner.checkpoint)
+        return {"images": self.images, "support": self.support, "targets": self.targets}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.images, self.support, self.targets = state["images"], state["support"], state["targets"]
+
     def batches(self, batch_size: int, steps: int, generator: torch.Generator | None = None):
         n = len(self)
         for _ in range(steps):
@@ -58,19 +64,23 @@ def label_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 def generator_loss(student_logits: torch.Tensor, *, disagreement: torch.Tensor | None, w_adv: float,
-                   w_onehot: float, w_balance: float) -> tuple[torch.Tensor, dict]:
+                   w_onehot: float, w_balance: float, w_entropy: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Generator objective against the student only (never the raw teacher):
     - adversarial: maximise the student's disagreement with the released annotation (hard samples);
     - one-hot (DAFL): the student should be confident on generated samples;
-    - balance (DAFL information entropy): the batch-mean prediction should cover all classes.
+    - balance (DAFL information entropy): the batch-mean prediction should cover all classes;
+    - entropy (optional hard-sample term): maximise the student's per-sample predictive entropy,
+      i.e. seek inputs the student is unsure about (opposes one-hot; use one or the other).
     """
     probs = F.softmax(student_logits, 1)
+    sample_entropy = -(probs * F.log_softmax(student_logits, 1)).sum(1).mean()
     onehot = F.cross_entropy(student_logits, student_logits.argmax(1))
     mean_p = probs.mean(0)
     balance = (mean_p * torch.log(mean_p + 1e-8)).sum()  # negative entropy: minimise to balance
     adv = -disagreement if disagreement is not None else torch.zeros((), device=student_logits.device)
-    loss = w_adv * adv + w_onehot * onehot + w_balance * balance
-    return loss, {"adv": float(adv.detach()), "onehot": float(onehot.detach()), "balance": float(balance.detach())}
+    loss = w_adv * adv + w_onehot * onehot + w_balance * balance - w_entropy * sample_entropy
+    return loss, {"adv": float(adv.detach()), "onehot": float(onehot.detach()), "balance": float(balance.detach()),
+                  "entropy": float(sample_entropy.detach())}
 
 
 def set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -91,7 +101,7 @@ def train_student_on_memory(student: nn.Module, optimizer, memory: AnnotationMem
 
 def train_generator_against_student(generator: nn.Module, student: nn.Module, optimizer, z: torch.Tensor,
                                     disagreement_fn, *, steps: int, w_adv: float, w_onehot: float,
-                                    w_balance: float) -> dict:
+                                    w_balance: float, w_entropy: float = 0.0) -> dict:
     """Generator steps using the student only: ``disagreement_fn(student_logits)`` compares the
     student with already-released annotations (post-processing); the teacher is never called."""
     set_requires_grad(student, False)
@@ -101,7 +111,7 @@ def train_generator_against_student(generator: nn.Module, student: nn.Module, op
         logits = student(generator(z))
         disagreement = disagreement_fn(logits) if disagreement_fn is not None else None
         loss, parts = generator_loss(logits, disagreement=disagreement, w_adv=w_adv,
-                                     w_onehot=w_onehot, w_balance=w_balance)
+                                     w_onehot=w_onehot, w_balance=w_balance, w_entropy=w_entropy)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,0 +1,135 @@
+"""DPSD (Liu et al., TPAMI 2026): its mechanisms, ledger events, variants and checkpoints.
+
+The method contract on tiny data is in test_methods_contract.py; here: what each privacy
+switch releases and records, and that a preempted run resumes exactly."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmark.privacy import ledger as L
+from benchmark.privacy.mechanisms import gaussian_annotation, noisy_normalised_sum, topk_support
+from benchmark.runner.cells import resolve
+from benchmark.runner.checkpoint import Checkpointer
+from benchmark.runner.execute import run_cell
+from benchmark.training.distill import centred, generator_loss
+from benchmark.training.persample import flatten_per_sample, per_sample_gradients
+
+TINY = {"iterations": 3, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "downstream_samples": 100}
+
+
+@pytest.fixture(autouse=True)
+def cheap_audit(monkeypatch):
+    monkeypatch.setenv("BENCHMARK_AUDIT_SETTINGS", "reference_models=0")
+
+
+def test_annotation_without_noise_is_the_normalised_centred_teacher_signal_on_the_support():
+    logits = torch.tensor([[4.0, 1.0, 0.0, -2.0], [0.0, 0.0, 3.0, 1.0]])
+    support = topk_support(torch.tensor([[0.0, 5.0, 4.0, 0.0], [1.0, 0.0, 0.0, 2.0]]), 2)
+    assert support.tolist() == [[1, 2], [3, 0]]
+    out = gaussian_annotation(logits, support, clip_norm=3.0, noise_multiplier=0.0)
+    picked = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    expected = 3.0 * centred(picked) / centred(picked).norm(dim=1, keepdim=True)
+    assert torch.allclose(out, expected)
+    assert torch.allclose(out.norm(dim=1), torch.full((2,), 3.0))
+
+
+def test_annotation_noise_has_standard_deviation_sigma_times_c():
+    logits = torch.zeros(20000, 10)
+    support = torch.arange(10).expand(20000, -1)
+    out = gaussian_annotation(logits, support, clip_norm=2.0, noise_multiplier=1.5,
+                              generator=torch.Generator().manual_seed(0))
+    assert abs(out.std().item() - 3.0) < 0.05 and abs(out.mean().item()) < 0.05
+
+
+def test_noisy_normalised_sum_bounds_each_sample_by_c():
+    grads = torch.tensor([[3.0, 4.0], [0.0, 10.0], [0.0, 0.0]])
+    total = noisy_normalised_sum(grads, clip_norm=1.0, noise_multiplier=0.0)
+    assert torch.allclose(total, torch.tensor([0.6, 1.8]))
+
+
+def test_vectorised_per_sample_gradients_match_a_loop():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    x, target = torch.randn(6, 1, 4, 4), torch.randn(6, 3)
+
+    def loss_fn(out, tgt):
+        return ((out - tgt) ** 2).sum(1).mean()
+
+    batched = flatten_per_sample(per_sample_gradients(model, loss_fn, x, target))
+    for i in range(6):
+        model.zero_grad()
+        loss_fn(model(x[i:i + 1]), target[i:i + 1]).backward()
+        single = torch.cat([p.grad.flatten() for p in model.parameters()])
+        assert torch.allclose(batched[i], single, atol=1e-6)
+
+
+def test_generator_entropy_term_rewards_uncertain_student_outputs():
+    sure, unsure = torch.tensor([[10.0, 0.0, 0.0]]), torch.zeros(1, 3)
+    kw = dict(disagreement=None, w_adv=0.0, w_onehot=0.0, w_balance=0.0, w_entropy=1.0)
+    assert generator_loss(unsure, **kw)[0] < generator_loss(sure, **kw)[0]
+
+
+def _run(method, tmp_path, epsilon=2.0, **hparams):
+    config = resolve(method, "digits", epsilon, 0, hparams={**TINY, **hparams})
+    result = run_cell(config, tmp_path / "results", quiet=True)
+    assert result["status"] == "ok", result["error"]
+    return config, result
+
+
+@pytest.mark.parametrize("placement, releases", [("annotation", 3), ("gradient", 9)])
+def test_dpsd_records_one_gaussian_release_per_iteration_or_student_step(tmp_path, placement, releases):
+    _, result = _run("dpsd", tmp_path, noise_placement=placement)
+    sigma = L.calibrate_gaussian(2.0, 1e-5, releases)
+    assert result["ledger"] == [L.gaussian(sigma, releases)]
+    assert result["epsilon_spent"] <= 2.0 and result["epsilon_spent"] > 1.9
+    m = result["metrics"]
+    assert m["releases"] == releases and math.isclose(m["noise_multiplier"], sigma)
+    assert m["teacher_queries"] == 3 * 64 and m["iterations"] == 3
+    assert 0.0 <= m["synthetic_downstream_accuracy"] <= 1.0 and "generator_samples" in result["artifacts"]
+
+
+def test_dpsd_label_records_randomized_response_per_iteration(tmp_path):
+    _, result = _run("dpsd-label", tmp_path, full_support_iterations=1)
+    (event,) = result["ledger"]
+    assert event["mechanism"] == "randomized_response" and event["steps"] == 3
+    assert result["epsilon_spent"] <= 2.0
+    assert result["privacy_unit"] == "label"
+
+
+def test_dpsd_ensemble_is_record_level_and_charges_every_annotated_sample(tmp_path):
+    _, result = _run("dpsd-ensemble", tmp_path, epsilon=10.0)
+    assert result["privacy_unit"] == "record"
+    assert sum(e["steps"] for e in result["ledger"]) == 3 * 64  # each sample's aggregate can move
+    assert result["epsilon_spent"] <= 10.0
+
+
+class Preempted(BaseException):
+    """Stands for the signal that kills a job (run_cell must not catch it)."""
+
+
+class KillAfterSave(Checkpointer):
+    def __init__(self, path, save_at):
+        super().__init__(path, interval_s=0)
+        self.save_at = save_at
+
+    def maybe_save(self, step, **state):
+        if step == self.save_at + 1:
+            raise Preempted(step)
+        if step == self.save_at:
+            self.save_step(step, **state)
+        return step == self.save_at
+
+
+def test_preempted_dpsd_resumes_to_the_uninterrupted_result(tmp_path):
+    config, reference = _run("dpsd", tmp_path / "ref", iterations=4)
+    ckpt = tmp_path / "ck" / "cell.pt"
+    with pytest.raises(Preempted):
+        run_cell(config, tmp_path / "run", quiet=True, checkpointer=KillAfterSave(ckpt, save_at=2))
+    resumed = run_cell(config, tmp_path / "run", quiet=True, checkpointer=Checkpointer(ckpt, interval_s=3600))
+    assert resumed["status"] == "ok", resumed["error"]
+    assert resumed["ledger"] == reference["ledger"] and resumed["epsilon_spent"] == reference["epsilon_spent"]
+    for key in ("test_accuracy", "teacher_queries", "synthetic_downstream_accuracy"):
+        assert resumed["metrics"][key] == reference["metrics"][key], key
