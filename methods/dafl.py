@@ -20,5 +20,5 @@ class DAFL(DataFreePreset):
     mode = "generator"
     student_loss = "kl"
     hparams = {"w_oh": 1.0, "w_act": 0.1, "w_balance": 5.0, "g_steps": 1, "kd_steps": 1,
-               "iterations": 400, "temperature": 1.0}
+               "iterations": 250, "temperature": 1.0}
     tiny = {"iterations": 3}

@@ -22,5 +22,5 @@ class DeepInversion(DataFreePreset):
     adv_kind = "js"
     student_loss = "kl"
     hparams = {"w_oh": 1.0, "w_bn": 10.0, "w_adv": 1.0, "w_tv": 1e-4, "w_l2": 1e-5,
-               "g_steps": 20, "lr_g": 0.05, "kd_steps": 20, "iterations": 15, "temperature": 20.0}
+               "g_steps": 20, "lr_g": 0.05, "kd_steps": 20, "iterations": 12, "temperature": 20.0}
     tiny = {"iterations": 2, "g_steps": 3, "kd_steps": 2}

@@ -17,5 +17,5 @@ class DFAD(DataFreePreset):
     mode = "generator"
     adv_kind = "l1"
     student_loss = "l1"
-    hparams = {"w_adv": 1.0, "g_steps": 1, "kd_steps": 5, "iterations": 150}
+    hparams = {"w_adv": 1.0, "g_steps": 1, "kd_steps": 5, "iterations": 100}
     tiny = {"iterations": 3, "kd_steps": 2}

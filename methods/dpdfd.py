@@ -32,7 +32,7 @@ class DPDFD(Method):
     privacy_unit = "record"
     adjacency = "one synthetic sample's annotation differs per release (paper-style claim)"
     citation = "Liu et al., IJCAI 2023"
-    hparams = {"iterations": 100, "kd_steps": 1, "batch_size": 256, "clip": 1.0, "lr_s": 5e-3,
+    hparams = {"iterations": 80, "kd_steps": 1, "batch_size": 256, "clip": 1.0, "lr_s": 5e-3,
                "lr_g": 1e-3, "g_steps": 1, "w_oh": 1.0, "w_balance": 5.0, "latent_dim": 64,
                "gen_channels": 32}
     tiny = {"iterations": 3, "batch_size": 32}
