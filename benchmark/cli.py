@@ -24,8 +24,10 @@ class UserError(Exception):
 
 def _parse_value(text: str):
     import yaml
+
+    from .runner.grid import numbers_as_numbers
     try:
-        return yaml.safe_load(text)
+        return numbers_as_numbers(yaml.safe_load(text))
     except yaml.YAMLError:
         return text
 

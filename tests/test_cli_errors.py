@@ -1,6 +1,5 @@
 """Bad input: one clear line on stderr and a non-zero exit, nothing written."""
 import pytest
-
 from conftest import cli
 
 
@@ -76,3 +75,12 @@ def test_list_is_fast_and_complete():
         assert name in proc.stdout
     assert "Abadi et al., CCS 2016" in proc.stdout
     assert elapsed < 60  # generous; `list` does not import torch (see test_registry)
+
+
+def test_set_reads_exponent_notation_as_a_number():
+    """PyYAML reads ``3e-3`` as a string; --set and grid files read it as 0.003."""
+    from benchmark.cli import _parse_value
+    from benchmark.runner.grid import numbers_as_numbers
+    assert _parse_value("3e-3") == 0.003 and _parse_value("2") == 2 and _parse_value("adam") == "adam"
+    assert numbers_as_numbers({"dpsd": {"lr_student": "1e-3", "mode": "e5"}}) == {"dpsd": {"lr_student": 0.001,
+                                                                                         "mode": "e5"}}

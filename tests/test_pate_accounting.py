@@ -65,9 +65,9 @@ def test_lnmax_matches_pate2017_theorem3_by_hand():
     votes, gamma, lam = [40, 5, 3, 2], 0.5, 4.0
     eps = 2 * gamma
     q = sum((2 + gamma * (40 - n)) / (4 * math.exp(gamma * (40 - n))) for n in (5, 3, 2))
-    l = lam - 1
-    alpha = math.log((1 - q) * ((1 - q) / (1 - math.exp(eps) * q))**l + q * math.exp(eps * l))
-    hand = min(alpha / l, eps, lam * eps**2 / 2)
+    order = lam - 1
+    alpha = math.log((1 - q) * ((1 - q) / (1 - math.exp(eps) * q))**order + q * math.exp(eps * order))
+    hand = min(alpha / order, eps, lam * eps**2 / 2)
     assert P.rdp_lnmax(votes, gamma, [lam])[0] == pytest.approx(hand, rel=1e-9)
     assert hand < lam * eps**2 / 2 / 10
     # non-integer order uses the next integer moment

@@ -172,13 +172,12 @@ def run_cell(config: dict[str, Any], results_dir: str | Path, *, device: str | N
              raise_errors: bool = False, checkpointer=None) -> dict:
     """Run one cell and write its result (ok or failed). Returns the result dict."""
     import torch
+    from torch.utils.data import TensorDataset
 
     from .. import registry
     from ..data import get_dataset
     from ..method import Context, SyntheticData
     from ..privacy.ledger import ACCOUNTANT, PrivacyLedger
-    from torch.utils.data import TensorDataset
-
     from ..training import evaluate, train_on_synthetic
 
     store = ResultStore(results_dir)

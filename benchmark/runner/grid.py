@@ -19,6 +19,7 @@ Non-private methods (privacy unit ``none``) run once per dataset and seed, at ep
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,25 @@ GRID_KEYS = {"methods", "datasets", "epsilons", "seeds", "delta", "overrides", "
 REQUIRED = ("methods", "datasets", "epsilons", "seeds")
 
 
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
+
+
+def numbers_as_numbers(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads ``3e-3`` as a string (it wants ``3.0e-3``); read it as a float,
+    in nested lists and mappings too, as a user writing a learning rate means."""
+    if isinstance(value, str) and _FLOAT.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [numbers_as_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: numbers_as_numbers(v) for k, v in value.items()}
+    return value
+
+
 def load_grid(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        grid = yaml.safe_load(path.read_text())
+        grid = numbers_as_numbers(yaml.safe_load(path.read_text()))
     except FileNotFoundError:
         raise ConfigError(f"grid file {path} does not exist") from None
     except yaml.YAMLError as exc:
