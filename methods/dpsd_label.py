@@ -37,8 +37,8 @@ class DPSDLabel(Method):
     adjacency = "one synthetic sample's teacher label changed per release (paper-style; see README)"
     citation = "Liu et al., IEEE TPAMI 2026 (arXiv 2601.19090); Liu et al., MMSP 2022"
     hparams = {
-        "iterations": 20, "batch_size": 2048, "student_steps": 100, "student_batch": 256, "generator_steps": 5,
-        "k": 3, "full_support_iterations": 5, "student_prior": True, "epsilon_per_release": None,
+        "iterations": 10, "batch_size": 512, "student_steps": 40, "student_batch": 256, "generator_steps": 10,
+        "k": 3, "full_support_iterations": 3, "student_prior": True, "epsilon_per_release": None,
         "memory": 60000, "lr_student": 1e-3, "lr_generator": 1e-3, "latent_dim": 64, "generator_width": 32,
         "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0, "w_entropy": 0.0,
         "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream

@@ -120,8 +120,8 @@ def get_dataset(name: str, data_root: str | Path | None = None, public_size: int
     raw = spec.loader(search_roots(spec, data_root))
     x_train = _to_tensor(raw.train_images, spec.input_shape)
     x_test = _to_tensor(raw.test_images, spec.input_shape)
-    y_train = torch.as_tensor(np.asarray(raw.train_labels), dtype=torch.long)
-    y_test = torch.as_tensor(np.asarray(raw.test_labels), dtype=torch.long)
+    y_train = torch.as_tensor(np.array(raw.train_labels), dtype=torch.long)  # a copy: mmap arrays are read-only
+    y_test = torch.as_tensor(np.array(raw.test_labels), dtype=torch.long)
     if tuple(x_train.shape[1:]) != tuple(spec.input_shape):
         raise ValueError(f"dataset {name}: images have shape {tuple(x_train.shape[1:])}, expected {spec.input_shape}")
     n_public = spec.public_size if public_size is None else int(public_size)
