@@ -53,5 +53,5 @@ class DPScatterNet(Method):
         head = dp_sgd_train(head, torch.utils.data.TensorDataset(feats, y), ledger=ctx.ledger, epochs=h["epochs"],
                             batch_size=h["batch_size"], lr=h["lr"], momentum=h["momentum"],
                             max_grad_norm=h["max_grad_norm"], optimizer=h["optimizer"], device=ctx.device,
-                            seed=ctx.seed, progress=ctx.progress)
+                            seed=ctx.seed, progress=ctx.progress, checkpointer=ctx.checkpointer)
         return S.ScatterNetClassifier(feats_fn, head.cpu()).to(ctx.device)

@@ -29,4 +29,5 @@ class DPSGD(Method):
         model = ctx.build_student(activation=h["activation"], width=h["width"])
         return dp_sgd_train(model, ctx.private_data, ledger=ctx.ledger, epochs=h["epochs"], batch_size=h["batch_size"],
                             lr=h["lr"], momentum=h["momentum"], max_grad_norm=h["max_grad_norm"],
-                            optimizer=h["optimizer"], device=ctx.device, seed=ctx.seed, progress=ctx.progress)
+                            optimizer=h["optimizer"], device=ctx.device, seed=ctx.seed, progress=ctx.progress,
+                            checkpointer=ctx.checkpointer)

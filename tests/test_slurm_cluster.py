@@ -334,14 +334,22 @@ def test_scancel_is_reported_and_resume_redoes_it(env, tmp_path):
     assert states(env, grid, results)[key][0] == "done"
 
 
-def test_preempted_job_requeues_and_resumes_with_the_same_result(env, tmp_path):
-    grid = write(tmp_path / "grid.yaml", """
-        methods: [slurm-test-sgd]
+#: method -> (its overrides, the steps it records): the test plug-in slowed down per step, and
+#: the real dp-sgd (Opacus) with a schedule long enough to be signalled mid-training
+PREEMPTED = {"slurm-test-sgd": ("{steps: 24, step_sleep: 0.5}", 24),
+             "dp-sgd": ("{epochs: 40, batch_size: 256}", 40 * 5)}  # 5 steps per epoch on digits
+
+
+@pytest.mark.parametrize("method", list(PREEMPTED))
+def test_preempted_job_requeues_and_resumes_with_the_same_result(env, tmp_path, method):
+    overrides, steps = PREEMPTED[method]
+    grid = write(tmp_path / "grid.yaml", f"""
+        methods: [{method}]
         datasets: [digits]
         epsilons: [1]
         seeds: [4]
         overrides:
-          slurm-test-sgd: {steps: 24, step_sleep: 0.5}
+          {method}: {overrides}
     """)
     results = tmp_path / "results"
     prof = profile(tmp_path)
@@ -370,7 +378,7 @@ def test_preempted_job_requeues_and_resumes_with_the_same_result(env, tmp_path):
     info = wait_until(requeued, 120, "the job to be requeued", poll=0.5)
     if "Reason=BeginTime" in info:  # Slurm holds requeued jobs ~2 min; a test need not wait for that
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
-    wait_until(lambda: live_states(grid, results)[("slurm-test-sgd", "1", 4)][0] == "done", 600, "the requeued job")
+    wait_until(lambda: live_states(grid, results)[(method, "1", 4)][0] == "done", 600, "the requeued job")
     log = "".join(p.read_text(errors="replace") for p in (results / ".slurm" / "logs").rglob(f"{job}_0_log.err"))
     assert "requeue" in log.lower(), log[-3000:]
     assert "resumed from step" in log, log[-3000:]
@@ -379,7 +387,7 @@ def test_preempted_job_requeues_and_resumes_with_the_same_result(env, tmp_path):
     (local,) = local_reference(tmp_path / "local", [config]).values()
     assert remote["status"] == local["status"] == "ok"
     assert remote["metrics"]["test_accuracy"] == local["metrics"]["test_accuracy"]
-    assert remote["ledger"] == local["ledger"] and remote["ledger"][0]["steps"] == 24
+    assert remote["ledger"] == local["ledger"] and remote["ledger"][-1]["steps"] == steps
     assert remote["epsilon_spent"] == local["epsilon_spent"]
     assert stable(remote) == stable(local)
 

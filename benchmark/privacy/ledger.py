@@ -143,9 +143,13 @@ def epsilon_from_events(events: Iterable[dict], delta: float) -> float:
     events = list(events)
     total = np.zeros(len(ORDERS))
     pure, all_pure = 0.0, True
+    per_step: dict[str, np.ndarray] = {}  # RDP composes additively: one curve per distinct event
     for ev in events:
         _validate(ev)
-        total = total + rdp_of_event(ev)
+        key = repr(sorted((k, v) for k, v in ev.items() if k != "steps"))
+        if key not in per_step:
+            per_step[key] = rdp_of_event({**ev, "steps": 1})
+        total = total + per_step[key] * int(ev.get("steps", 1))
         p = pure_epsilon_of_event(ev)
         if p is None:
             all_pure = False

@@ -18,12 +18,17 @@ optimizers their updates, and the RNG states (Python, NumPy, torch CPU and CUDA,
 redoes the lost steps with the same randomness and records each release exactly once, and
 it ends with the same model and ledger as an uninterrupted run. Saving consumes no randomness.
 
+Users: ``benchmark.training.dp_sgd_train`` (dp-sgd, dp-sgd-tanh, dp-scatternet), whose resumed
+epoch continues the saved Poisson sampler, and the Slurm tests' plug-in. ``resume`` logs
+"resumed from step N".
+
 The low-level pair ``save(state: dict)`` / ``load() -> dict | None`` stores any dict, for
 methods whose loop does not fit this pattern. Files are written atomically (temporary file + rename). Without a checkpointer (local runs)
 ``ctx.checkpointer`` is None and methods simply run from step 0.
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
@@ -35,6 +40,7 @@ import numpy as np
 import torch
 
 FORMAT = 1
+log = logging.getLogger("benchmark")
 
 
 def _state_of(obj) -> Any:
@@ -171,6 +177,7 @@ class Checkpointer:
         set_rng_state(state["rng"])
         self.resumed_from = state["step"]
         self._last = time.monotonic()
+        log.info("resumed from step %d (checkpoint %s)", state["step"], self.path)
         return state["step"]
 
     def clear(self) -> None:

@@ -2,6 +2,7 @@
 the common student recipe for synthetic data. The teacher cache is in ``teachers.py``."""
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable
@@ -81,13 +82,18 @@ def train_on_synthetic(images: torch.Tensor, labels: torch.Tensor, build_student
 def dp_sgd_train(model: nn.Module, dataset: Dataset, *, ledger: L.PrivacyLedger, epochs: int, batch_size: int,
                  lr: float, max_grad_norm: float, noise_multiplier: float | None = None,
                  optimizer: str = "sgd", momentum: float = 0.9, device="cpu", seed: int = 0,
-                 progress: Callable = _identity, desc: str = "dp-sgd") -> nn.Module:
+                 progress: Callable = _identity, desc: str = "dp-sgd", checkpointer=None) -> nn.Module:
     """DP-SGD (Abadi et al., CCS 2016) with Opacus: Poisson sampling at rate q = B/N, per-example
     clipping to ``max_grad_norm``, Gaussian noise ``noise_multiplier * max_grad_norm``.
 
     If ``noise_multiplier`` is None it is calibrated so that the planned steps fit the ledger's
     remaining budget. Every optimiser step records one ``subsampled_gaussian`` event *before* the
     noisy update is applied, so an overspending step never happens.
+
+    ``checkpointer`` (``ctx.checkpointer``; None locally): the loop saves at step boundaries when
+    it is due and resumes from its last save -- model, optimiser, the Poisson sampler's generator,
+    the global RNGs (Opacus draws its noise from torch's) and the ledger -- so an interrupted and
+    resumed run ends with the same model and ledger as an uninterrupted one.
     """
     from opacus import PrivacyEngine
     from opacus.validators import ModuleValidator
@@ -113,15 +119,33 @@ def dp_sgd_train(model: nn.Module, dataset: Dataset, *, ledger: L.PrivacyLedger,
         model, opt, loader = engine.make_private(module=model, optimizer=opt, data_loader=loader,
                                                  noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
                                                  poisson_sampling=True)
+    inner = model._module if hasattr(model, "_module") else model
+    state = {"model": inner, "optimizer": opt, "sampler": loader.generator}  # the Poisson sampler's generator
+    start, resumed_sampler = 0, None
+    if checkpointer is not None:
+        start = checkpointer.resume(ledger=ledger, **state) or 0
+        if start:  # saved inside an epoch's iterator: its sampler state is restored after the iterator exists
+            resumed_sampler = loader.generator.get_state()
     event = L.subsampled_gaussian(noise_multiplier, sample_rate, steps=1)
-    for _ in progress(range(epochs), desc=desc):
-        for step, (x, y) in enumerate(loader):
-            if step >= steps_per_epoch:
+    first_epoch = start // steps_per_epoch
+    for epoch in progress(range(first_epoch, epochs), total=epochs - first_epoch, desc=desc):
+        batches = iter(loader)  # draws the loader's base seed from the sampler's generator
+        i = 0
+        if resumed_sampler is not None:  # continue the saved iterator: its sampler state, its remaining batches
+            loader.generator.set_state(resumed_sampler)
+            i, resumed_sampler = start % steps_per_epoch, None
+            batches = itertools.islice(batches, max(0, len(loader) - i))
+        while True:  # as `for i, batch in enumerate(loader): if i >= steps_per_epoch: break`
+            if checkpointer is not None and i < steps_per_epoch:
+                checkpointer.maybe_save(epoch * steps_per_epoch + i, ledger=ledger, **state)
+            batch = next(batches, None)
+            if batch is None or i >= steps_per_epoch:
                 break
-            x, y = x.to(device), y.to(device)
+            x, y = batch[0].to(device), batch[1].to(device)
             opt.zero_grad(set_to_none=True)
             if len(x) > 0:
                 nn.functional.cross_entropy(model(x), y).backward()
             ledger.record(event)
             opt.step()
-    return model._module.eval() if hasattr(model, "_module") else model.eval()
+            i += 1
+    return inner.eval()
