@@ -80,3 +80,34 @@ def test_jobs_below_one_is_one_clear_error(tmp_path):
     grid.write_text(PARALLEL_GRID)
     out = cli("sweep", grid, "--results", tmp_path / "r", "--jobs", "0")
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "--jobs" in out.stderr
+
+
+def test_killing_a_parallel_sweep_takes_its_workers_with_it(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(PARALLEL_GRID.replace("{epochs: 1}", "{epochs: 200}"))
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", "sweep", str(grid), "--results", str(tmp_path / "r"),
+                             "--jobs", "2", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "BENCHMARK_THREADS": "1"})
+
+    def children():
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    deadline = time.monotonic() + 120
+    while len(children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    workers = children()
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{w}") and "Z" not in open(f"/proc/{w}/stat").read().split()[2]
+              for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    alive = [w for w in workers if os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().split()[2] != "Z"]
+    assert not alive, f"orphaned workers {alive}"

@@ -42,7 +42,12 @@ def _run_one(config: dict, results_dir: str | Path, device: str | None, quiet: b
 
 def _worker_init(threads: int) -> None:
     import os
+    import signal
+    import sys
     os.environ["BENCHMARK_THREADS"] = str(threads)
+    if sys.platform.startswith("linux"):  # a killed sweep takes its workers with it (no orphans)
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
 
