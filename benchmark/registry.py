@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import os
 import sys
@@ -96,8 +97,24 @@ def _imported_info(path: Path) -> list[MethodInfo]:
 _CACHE: dict[tuple, dict[str, MethodInfo]] = {}
 
 
+_FROZEN: list = []  # a snapshot in use by ``frozen()``
+
+
+@contextlib.contextmanager
+def frozen():
+    """Within this block ``discover`` returns one snapshot instead of looking at the method files
+    again: expanding a grid of thousands of cells would otherwise stat every file per cell."""
+    _FROZEN.append(discover())
+    try:
+        yield
+    finally:
+        _FROZEN.pop()
+
+
 def discover() -> dict[str, MethodInfo]:
     """All methods, by name. Cached on the method files' names and modification times."""
+    if _FROZEN:
+        return dict(_FROZEN[-1])
     paths = [p for d in method_dirs() if d.is_dir() for p in sorted(d.glob("*.py")) if not p.name.startswith("_")]
     key = tuple((str(p), p.stat().st_mtime_ns) for p in paths)
     if key not in _CACHE:

@@ -78,6 +78,13 @@ def expand(grid: dict[str, Any], data_root: str | None = None) -> list[dict[str,
     """All cells of a grid as resolved configs (validated), in a stable order."""
     from .. import registry
 
+    with registry.frozen():  # one look at the method files for the whole grid
+        return _expand(grid, data_root)
+
+
+def _expand(grid: dict[str, Any], data_root: str | None) -> list[dict[str, Any]]:
+    from .. import registry
+
     methods_info = registry.discover()
     methods = sorted(methods_info) if grid["methods"] == "all" else list(grid["methods"])
     delta = grid.get("delta", DEFAULT_DELTA)
