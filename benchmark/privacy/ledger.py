@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
-from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
 ACCOUNTANT = "rdp"
 #: Renyi orders on which every event is evaluated (Opacus' default grid plus large orders).
@@ -97,6 +96,7 @@ def rdp_of_event(event: dict, orders: Sequence[float] = ORDERS) -> np.ndarray:
             return np.full(len(orders_arr), np.inf)
         return steps * orders_arr / (2 * sigma**2)
     if mech == "subsampled_gaussian":
+        from opacus.accountants.analysis.rdp import compute_rdp  # lazy: importing opacus costs seconds
         return np.asarray(compute_rdp(q=event["sample_rate"], noise_multiplier=event["noise_multiplier"],
                                       steps=steps, orders=list(orders_arr)))
     if mech == "laplace":
@@ -134,6 +134,7 @@ def epsilon_from_rdp(rdp: np.ndarray, delta: float, orders: Sequence[float] = OR
         return 0.0
     with warnings.catch_warnings():  # "optimal order is the largest alpha" during calibration searches
         warnings.simplefilter("ignore", UserWarning)
+        from opacus.accountants.analysis.rdp import get_privacy_spent
         eps, _ = get_privacy_spent(orders=list(orders), rdp=rdp, delta=delta)
     return float(eps)
 
