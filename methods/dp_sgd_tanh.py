@@ -43,13 +43,14 @@ class DPSGDTanh(Method):
     privacy_unit = "record"
     adjacency = "add/remove one record"
     citation = "Papernot et al., AAAI 2021"
-    hparams = {"epochs": 15, "batch_size": 64, "lr": 0.5, "momentum": 0.9, "max_grad_norm": 1.0,
-               "optimizer": "sgd", "scale": 2.0, "temperature": 2.0, "offset": 1.0}
+    # dp-sgd's schedule (the paper changes only the activation, at equal hyperparameters)
+    hparams = {"epochs": 30, "batch_size": 256, "lr": 1.0, "momentum": 0.0, "max_grad_norm": 1.0,
+               "optimizer": "sgd", "width": 16, "scale": 2.0, "temperature": 2.0, "offset": 1.0}
     tiny = {"epochs": 1}
 
     def fit(self, ctx):
         h = ctx.hparams
-        model = tempered(ctx.build_student(activation="tanh"), h["scale"], h["temperature"], h["offset"])
+        model = tempered(ctx.build_student(activation="tanh", width=h["width"]), h["scale"], h["temperature"], h["offset"])
         return dp_sgd_train(model, ctx.private_data, ledger=ctx.ledger, epochs=h["epochs"], batch_size=h["batch_size"],
                             lr=h["lr"], momentum=h["momentum"], max_grad_norm=h["max_grad_norm"],
                             optimizer=h["optimizer"], device=ctx.device, seed=ctx.seed, progress=ctx.progress,
