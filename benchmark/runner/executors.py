@@ -56,7 +56,7 @@ def run_local(cells: list[dict], results_dir: str | Path, *, resume: bool = True
     """Run cells on this machine. Finished cells (same config hash, status ok) are skipped.
 
     ``jobs == 1``: one after another in this process. ``jobs > 1``: that many worker processes
-    (spawned, so no state leaks between cells), each with CPUs // jobs intra-op threads unless
+    (spawned, a fresh one per cell, so no state leaks between cells), each with CPUs // jobs threads unless
     ``$BENCHMARK_THREADS`` says otherwise; the thread count is recorded in every result."""
     import os
 
@@ -81,8 +81,9 @@ def run_local(cells: list[dict], results_dir: str | Path, *, resume: bool = True
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = int(os.environ.get("BENCHMARK_THREADS") or max(1, cores // jobs))
+    # one fresh process per cell: nothing leaks between cells, and each cell's peak memory is its own
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads,), max_tasks_per_child=1) as pool:
         pending = {pool.submit(_run_one, c, str(results_dir), device, True, stop_on_error): c for c in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_EXCEPTION)
