@@ -67,7 +67,7 @@ LEADER_COLS = [
     "dataset", "epsilon", "group", "family", "method", "privacy_unit", "delta", "n_seeds", "n_failed",
     "acc_mean", "acc_std", "rank", "rank_in_unit", "best", "epsilon_spent_max", "synth_acc_mean",
     "synth_acc_std", "synth_best", "teacher_queries_mean", "wall_time_s_mean", "audit_epsilon_lb_max",
-    "audit_violates", "seeds", "config_hashes", "failed_errors",
+    "audit_violates", "seeds", "config_hashes", "n_hparam_sets", "failed_errors",
 ]
 
 
@@ -84,13 +84,16 @@ def leaderboard(cells: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=LEADER_COLS)
     key = ["dataset", "epsilon", "method"]
     c = cells.assign(_ok=cells["status"] == "ok")
+    if "hparams" not in c:
+        c = c.assign(hparams="")
     ok = c[c["_ok"]]
     g_all = c.groupby(key, sort=True)
     lb = g_all.agg(family=("family", "last"), privacy_unit=("privacy_unit", "last"),
                    n_attempts=("seed", "size"), n_seeds=("_ok", "sum"),
                    delta=("delta", "max"),
                    seeds=("seed", lambda x: " ".join(str(v) for v in sorted(x))),
-                   config_hashes=("config_hash", lambda x: " ".join(sorted(set(h[:8] for h in x)))))
+                   config_hashes=("config_hash", lambda x: " ".join(sorted(set(h[:8] for h in x)))),
+                   n_hparam_sets=("hparams", "nunique"))  # config hashes differ by seed; hparams must not
     lb["n_seeds"] = lb["n_seeds"].astype(int)
     lb["n_failed"] = lb["n_attempts"] - lb["n_seeds"]
     okv = ok[key + ["test_accuracy", "epsilon_spent", "synthetic_downstream_accuracy", "teacher_queries",

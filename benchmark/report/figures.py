@@ -136,8 +136,10 @@ def rank_heatmap(ar: pd.DataFrame, stem: Path) -> list[Path]:
     with _rc():
         ylab = max((len(m) + 4 for m in ar["method"]), default=4)
         xlab = max((len(c) for c in ds_cols), default=4)
-        left, bottom = 0.55 + CHAR_IN * 0.85 * ylab, 0.55 + CHAR_IN * 0.6 * xlab
-        fig = Figure(figsize=(left + 0.7 * max(1, len(ds_cols)) + 1.1, bottom + 0.45 + 0.24 * max(1, len(ar))))
+        left, bottom = 0.85 + CHAR_IN * 0.85 * ylab, 0.55 + CHAR_IN * 0.6 * xlab
+        # at least wide enough for the title and tall enough for the axis label, however few cells
+        fig = Figure(figsize=(max(left + 0.7 * max(1, len(ds_cols)) + 1.1, 6.0),
+                              max(bottom + 0.45 + 0.24 * max(1, len(ar)), 3.0)))
         _frame(fig, left, 1.1, bottom, 0.45)
         ax = fig.add_subplot()
         im = ax.imshow(np.ma.masked_invalid(mat), cmap="viridis_r", aspect="auto")
@@ -155,8 +157,8 @@ def rank_heatmap(ar: pd.DataFrame, stem: Path) -> list[Path]:
                     ax.text(j, i, f"{mat[i, j]:.1f}", ha="center", va="center", fontsize=7,
                             color="white" if mat[i, j] > mid else "black")
         ax.set_xlabel("dataset")
-        ax.set_ylabel("method [privacy unit]; sorted by overall average rank")
-        ax.set_title("Average rank among private methods (1 = best)")
+        ax.set_ylabel("method [privacy unit]")
+        ax.set_title("Average rank among private methods (1 = best; sorted by it)")
         cax = fig.add_axes((1 - 0.95 / fig.get_size_inches()[0], bottom / fig.get_size_inches()[1],
                             0.12 / fig.get_size_inches()[0], 1 - (bottom + 0.45) / fig.get_size_inches()[1]))
         cb = fig.colorbar(im, cax=cax)

@@ -100,7 +100,7 @@ def _notes(r) -> str:
         notes.append(f"{r['n_failed']} failed")
     if r["audit_violates"] is True:
         notes.append("AUDIT: lower bound exceeds claimed ε")
-    if len(str(r["config_hashes"]).split()) > 1:
+    if r.get("n_hparam_sets", 1) > 1:  # seeds of one row ran with different hyperparameters
         notes.append("mixed configs")
     return "; ".join(notes)
 
