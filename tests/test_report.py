@@ -234,3 +234,14 @@ def test_ten_thousand_results_under_30s_cpu_and_2gb(tmp_path):
     assert rss_gb < 2, f"peak memory {rss_gb:.2f} GB"
     lb = pd.read_csv(out["leaderboard_csv"])
     assert lb["n_seeds"].sum() + lb["n_failed"].sum() == 10_000
+
+
+def test_mixed_configs_note_needs_different_hyperparameters_not_different_seeds(frames):
+    """Config hashes include the seed; a row whose seeds share hyperparameters is not 'mixed'."""
+    _, _, _, lb = frames
+    dpsd = row(lb, "digits", 1, "dpsd")
+    assert dpsd["n_seeds"] == 3 and dpsd["n_hparam_sets"] == 1
+    per_seed_hashes = dict(dpsd, config_hashes="0a1b2c3d 4e5f6a7b 8c9d0e1f")  # as real results have
+    assert "mixed configs" not in T._notes(per_seed_hashes)
+    mixed = dict(per_seed_hashes, n_hparam_sets=2)
+    assert "mixed configs" in T._notes(mixed)
