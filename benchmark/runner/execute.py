@@ -113,14 +113,18 @@ def make_teacher_trainer(config: dict, splits, device):
     return train_teacher
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def configure_threads() -> int:
     """Intra-op threads for CPU work: ``$BENCHMARK_THREADS``, else every CPU this process may use (at
     most 8). Deliberately not adaptive: CPU results depend on the thread count (summation order), so
     the same cell must get the same count to be reproducible. It is stored in each result. On an
     oversubscribed machine set ``BENCHMARK_THREADS=1`` (waiting OpenMP threads can cost 10x)."""
     import torch
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, int(os.environ.get("BENCHMARK_THREADS") or min(cores, 8)))
+    threads = max(1, int(os.environ.get("BENCHMARK_THREADS") or min(available_cpus(), 8)))
     torch.set_num_threads(threads)
     return threads
 

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from .cells import cell_label
-from .execute import run_cell
+from .execute import available_cpus, run_cell
 from .store import ResultStore
 
 log = logging.getLogger("benchmark")
@@ -79,8 +79,7 @@ def run_local(cells: list[dict], results_dir: str | Path, *, resume: bool = True
     import multiprocessing as mp
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = int(os.environ.get("BENCHMARK_THREADS") or max(1, cores // jobs))
+    threads = int(os.environ.get("BENCHMARK_THREADS") or max(1, available_cpus() // jobs))
     # one fresh process per cell: nothing leaks between cells, and each cell's peak memory is its own
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                              initargs=(threads,), max_tasks_per_child=1) as pool:
