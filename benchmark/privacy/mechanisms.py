@@ -24,8 +24,15 @@ import torch
 from . import ledger as L
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is half or bfloat16: norms, clipping and noise are never computed in
+    reduced precision (a bfloat16 norm can be off by ~0.4%, enough to exceed the assumed sensitivity)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def normalise_rows(vectors: torch.Tensor, norm: float) -> torch.Tensor:
     """Scale each row to L2 norm ``norm`` (zero rows stay zero): bounds each row's contribution."""
+    vectors = full_precision(vectors)
     flat = vectors.reshape(vectors.shape[0], -1)
     lengths = flat.norm(dim=1, keepdim=True)
     scale = torch.where(lengths > 0, norm / lengths.clamp_min(1e-12), torch.zeros_like(lengths))
@@ -34,6 +41,7 @@ def normalise_rows(vectors: torch.Tensor, norm: float) -> torch.Tensor:
 
 def clip_rows(vectors: torch.Tensor, max_norm: float) -> torch.Tensor:
     """Scale each row to L2 norm at most ``max_norm`` (DP-SGD clipping)."""
+    vectors = full_precision(vectors)
     flat = vectors.reshape(vectors.shape[0], -1)
     factor = (max_norm / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
     return (flat * factor).reshape(vectors.shape)
@@ -54,7 +62,7 @@ def gaussian_annotation(signal: torch.Tensor, support: torch.Tensor, *, clip_nor
     to each of the k entries. Returns the noisy b x k annotation.
     Ledger: :func:`gaussian_annotation_event` (one Gaussian mechanism per call).
     """
-    picked = signal.gather(1, support)
+    picked = full_precision(signal).gather(1, support)
     picked = picked - picked.mean(dim=1, keepdim=True) if picked.shape[1] > 1 else picked
     normalised = normalise_rows(picked, clip_norm)
     noise = torch.randn(normalised.shape, generator=generator, device=normalised.device, dtype=normalised.dtype)

@@ -204,6 +204,8 @@ def run_cell(config: dict[str, Any], results_dir: str | Path, *, device: str | N
         try:
             dev = pick_device(device)
             result["threads"] = configure_threads()
+            from ..training import precision
+            result["amp"] = precision.describe(dev)  # bfloat16 autocast in the non-private loops, or off
             splits = get_dataset(config["dataset"], config.get("data_root"), config["public_size"])
             cls = registry.load(config["method"])
             method = cls(**config["hparams"])

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..privacy import ledger as L
+from . import precision
 
 #: The fixed recipe with which the runner trains the common student on a generative method's data.
 SYNTHETIC_STUDENT_RECIPE = {"epochs": 30, "batch_size": 128, "lr": 1e-3, "min_steps": 600}
@@ -21,9 +22,12 @@ def _identity(it, **_):
     return it
 
 
-def seeded_loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = False):
+def seeded_loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = False,
+                  device: torch.device | str = "cpu"):
+    """A DataLoader whose shuffling depends on ``seed`` only; batches are pinned for a GPU ``device``."""
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g, drop_last=drop_last)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g, drop_last=drop_last,
+                      pin_memory=precision.pin_memory(device))
 
 
 def train_classifier(model: nn.Module, dataset: Dataset, *, epochs: int | None = None, batch_size: int = 64,
@@ -32,17 +36,21 @@ def train_classifier(model: nn.Module, dataset: Dataset, *, epochs: int | None =
                      desc: str = "train") -> nn.Module:
     """Adam on cross-entropy (soft labels allowed: a float label tensor of shape N x K).
 
-    Runs ``epochs`` epochs, or more if needed to reach ``min_steps`` optimiser steps.
+    Runs ``epochs`` epochs, or more if needed to reach ``min_steps`` optimiser steps. Non-private
+    (no DP mechanism inside), so its forward pass may run under bfloat16 autocast on a GPU
+    (:mod:`benchmark.training.precision`).
     """
     model.to(device).train()
-    loader = seeded_loader(dataset, batch_size, seed)
+    loader = seeded_loader(dataset, batch_size, seed, device=device)
     steps_per_epoch = max(1, len(loader))
     epochs = max(epochs or 1, math.ceil(min_steps / steps_per_epoch))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in progress(range(epochs), desc=desc):
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = nn.functional.cross_entropy(model(x), y)
+            with precision.autocast(device):
+                logits = model(x)
+            loss = nn.functional.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -51,8 +59,12 @@ def train_classifier(model: nn.Module, dataset: Dataset, *, epochs: int | None =
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, device="cpu", batch_size: int = 1024) -> torch.Tensor:
+    """Float32 logits (inference may run under bfloat16 autocast on a GPU; the cast back to float32
+    happens before any caller clips, normalises or noises them)."""
     model.eval()
-    outs = [model(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    with precision.autocast(device):
+        outs = [model(images[i:i + batch_size].to(device, non_blocking=True)).float().cpu()
+                for i in range(0, len(images), batch_size)]
     return torch.cat(outs) if outs else torch.empty(0)
 
 
@@ -111,7 +123,7 @@ def dp_sgd_train(model: nn.Module, dataset: Dataset, *, ledger: L.PrivacyLedger,
     opt_cls = {"sgd": lambda p: torch.optim.SGD(p, lr=lr, momentum=momentum),
                "adam": lambda p: torch.optim.Adam(p, lr=lr)}[optimizer]
     opt = opt_cls(model.parameters())
-    loader = seeded_loader(dataset, batch_size, seed)
+    loader = seeded_loader(dataset, batch_size, seed, device=device)
     engine = PrivacyEngine(accountant="rdp")  # its accountant is unused: our ledger accounts
     warnings.filterwarnings("ignore", message="Full backward hook is firing")  # Opacus, harmless
     with warnings.catch_warnings():
@@ -141,7 +153,7 @@ def dp_sgd_train(model: nn.Module, dataset: Dataset, *, ledger: L.PrivacyLedger,
             batch = next(batches, None)
             if batch is None or i >= steps_per_epoch:
                 break
-            x, y = batch[0].to(device), batch[1].to(device)
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             if len(x) > 0:
                 nn.functional.cross_entropy(model(x), y).backward()
