@@ -94,15 +94,18 @@ def test_killing_a_parallel_sweep_takes_its_workers_with_it(tmp_path):
                              "--jobs", "2", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "BENCHMARK_THREADS": "1"})
 
-    def children():
-        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
+    def descendants(pid=proc.pid):
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        kids = [int(p) for p in out.split()]
+        return kids + [d for k in kids for d in descendants(k)]
 
+    # the resource tracker, the fork server and two cell processes (forked from the server)
     deadline = time.monotonic() + 120
-    while len(children()) < 2 and time.monotonic() < deadline:
+    while len(descendants()) < 4 and time.monotonic() < deadline:
         time.sleep(0.5)
-    workers = children()
-    assert len(workers) >= 2
+    time.sleep(1)
+    workers = descendants()
+    assert len(workers) >= 4, workers
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 30
