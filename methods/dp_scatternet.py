@@ -18,6 +18,7 @@ from benchmark import Method
 from benchmark.models import scatter as S
 from benchmark.privacy import ledger as L
 from benchmark.training import dataset_tensors, dp_sgd_train
+from benchmark.training.teachers import cached_features, source_digest
 
 
 class DPScatterNet(Method):
@@ -38,7 +39,8 @@ class DPScatterNet(Method):
         h = ctx.hparams
         x, y = dataset_tensors(ctx.private_data)[:2]
         feats_fn = S.ScatterFeatures(ctx.input_shape, h["J"], h["L"])
-        feats = torch.cat([feats_fn(x[i:i + 512]) for i in range(0, len(x), 512)])
+        feats = cached_features("scattering", {"J": h["J"], "L": h["L"], "code": source_digest(S)}, x,
+                                lambda imgs: torch.cat([feats_fn(imgs[i:i + 512]) for i in range(0, len(imgs), 512)]))
 
         norm = None
         if h["norm"] == "data":

@@ -29,6 +29,7 @@ from benchmark.privacy import knn as K
 from benchmark.privacy import ledger as L
 from benchmark.privacy import pate as P
 from benchmark.training import dataset_tensors
+from benchmark.training.teachers import cached_features, source_digest
 
 
 class PrivateKNN(Method):
@@ -60,7 +61,9 @@ class PrivateKNN(Method):
         sigma2 = L.calibrate_noise(planned, ctx.epsilon, ctx.delta, prior_events=ctx.ledger.events)
         sigma1, threshold = h["sigma1_ratio"] * sigma2, h["threshold_frac"] * k
 
-        fx, fq = K.features(x, h["features"]), K.features(queries, h["features"])
+        params = {"code": source_digest(K)}  # HOG / pixels: fixed transforms, cached across cells
+        fx = cached_features(h["features"], params, x, lambda imgs: K.features(imgs, h["features"]))
+        fq = cached_features(h["features"], params, queries, lambda imgs: K.features(imgs, h["features"]))
         gen = torch.Generator().manual_seed(ctx.seed)
         rng = np.random.default_rng([ctx.seed, 2020])
         answered_idx, labels = [], []

@@ -1,4 +1,5 @@
-"""The teacher cache: each (dataset, architecture, seed, recipe, tag) teacher is trained once.
+"""The teacher cache: each (dataset, architecture, seed, recipe, tag) teacher is trained once;
+and the feature cache (:func:`cached_features`) for fixed, privacy-free feature transforms.
 
 Entries are ``state_dict`` files written atomically, with a SHA-256 checksum beside them;
 a corrupt entry is detected and rebuilt. Loading uses ``torch.load(weights_only=True)``.
@@ -86,3 +87,47 @@ def cached_model(key_fields: dict, build: Callable[[], nn.Module], train: Callab
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return model.eval()
+
+
+def source_digest(module) -> str:
+    """A digest of a module's source file: part of a feature cache key, so editing the transform's
+    code invalidates its cached features."""
+    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+
+
+def cached_features(kind: str, params: dict, images: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor],
+                    ) -> torch.Tensor:
+    """Privacy-free features of ``images`` (a fixed, data-independent transform such as HOG or the
+    scattering transform), computed once per (kind, params, images) and cached like teachers: keyed
+    by a digest of the images' bytes, written atomically with a checksum, shared between cells (the
+    epsilon-1 and epsilon-10 cells of a dataset compute them once)."""
+    x = images.detach().cpu().contiguous()
+    digest = hashlib.sha256(x.numpy().tobytes()).hexdigest()[:20]
+    key = teacher_key(kind="features", features=kind, params=params, data=digest, shape=list(x.shape))
+    directory = cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{key}.pt"
+    holder = _TensorHolder()
+    if _load_verified(path, holder):
+        return holder.value
+    with open(directory / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if _load_verified(path, holder):
+                return holder.value
+            value = compute(x).detach().cpu().contiguous()
+            _atomic_save({"value": value}, path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return value
+
+
+class _TensorHolder(nn.Module):
+    """Lets a cached tensor go through the same verified load path as a model's state_dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.value: torch.Tensor | None = None
+
+    def load_state_dict(self, state, strict=True, assign=False):  # noqa: D102 - a one-tensor state
+        self.value = state["value"]
