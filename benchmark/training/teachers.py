@@ -103,31 +103,23 @@ def cached_features(kind: str, params: dict, images: torch.Tensor, compute: Call
     epsilon-1 and epsilon-10 cells of a dataset compute them once)."""
     x = images.detach().cpu().contiguous()
     digest = hashlib.sha256(x.numpy().tobytes()).hexdigest()[:20]
-    key = teacher_key(kind="features", features=kind, params=params, data=digest, shape=list(x.shape))
-    directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{key}.pt"
-    holder = _TensorHolder()
-    if _load_verified(path, holder):
-        return holder.value
-    with open(directory / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if _load_verified(path, holder):
-                return holder.value
-            value = compute(x).detach().cpu().contiguous()
-            _atomic_save({"value": value}, path)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return value
+    key = {"kind": "features", "features": kind, "params": params, "data": digest, "shape": list(x.shape)}
+    return cached_model(key, _TensorHolder, lambda holder: holder.set(compute(x))).value
 
 
 class _TensorHolder(nn.Module):
-    """Lets a cached tensor go through the same verified load path as a model's state_dict."""
+    """One tensor of any shape as a module, so that :func:`cached_model` stores and verifies it."""
 
     def __init__(self):
         super().__init__()
         self.value: torch.Tensor | None = None
 
-    def load_state_dict(self, state, strict=True, assign=False):  # noqa: D102 - a one-tensor state
+    def set(self, value: torch.Tensor) -> _TensorHolder:
+        self.value = value.detach().cpu().contiguous()
+        return self
+
+    def state_dict(self, *args, **kwargs):  # noqa: D102 - a one-tensor state
+        return {"value": self.value}
+
+    def load_state_dict(self, state, strict=True, assign=False):  # noqa: D102
         self.value = state["value"]
