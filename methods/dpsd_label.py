@@ -22,6 +22,7 @@ from benchmark.training.distill import (
     AnnotationMemory,
     make_generator_and_optimisers,
     release_synthetic,
+    synthesize_and_query,
     train_generator_against_student,
     train_student_on_memory,
 )
@@ -37,13 +38,16 @@ class DPSDLabel(Method):
     adjacency = "one synthetic sample's teacher label changed per release (paper-style; see README)"
     citation = "Liu et al., IEEE TPAMI 2026 (arXiv 2601.19090); Liu et al., MMSP 2022"
     hparams = {
-        "iterations": 10, "batch_size": 512, "student_steps": 40, "student_batch": 256, "generator_steps": 10,
-        "k": 3, "full_support_iterations": 3, "student_prior": True, "epsilon_per_release": None,
-        "memory": 60000, "lr_student": 1e-3, "lr_generator": 1e-3, "latent_dim": 64, "generator_width": 32,
-        "w_adv": 1.0, "w_onehot": 0.5, "w_balance": 5.0, "w_entropy": 0.0,
+        # digits defaults: the same schedule and generator as dpsd (docs/dpsd.md)
+        "iterations": 2, "batch_size": 30000, "student_steps": 1500, "student_batch": 256, "generator_steps": 200,
+        "generator_batch": 512, "latent": "prior",
+        "k": 3, "full_support_iterations": 1, "student_prior": True, "epsilon_per_release": None,
+        "memory": 1000000, "lr_student": 1e-3, "lr_generator": 1e-3, "latent_dim": 64, "generator_width": 32,
+        "w_adv": 0.0, "w_onehot": 0.0, "w_balance": 5.0, "w_entropy": 0.0,
         "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream
     }
-    tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "full_support_iterations": 1, "downstream_samples": 100}
+    tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "generator_batch": 32,
+            "full_support_iterations": 1, "downstream_samples": 100}
 
     def fit(self, ctx):
         h = ctx.hparams
@@ -60,10 +64,8 @@ class DPSDLabel(Method):
         rr_rng = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 1)
         queries = 0
         for it in ctx.progress(range(h["iterations"]), desc="dpsd-label"):
-            z = gen.sample_latent(h["batch_size"], ctx.device)
-            with torch.no_grad():
-                x = gen(z)
-                s_logits, t_labels = student(x), teacher(x).argmax(1)
+            z, x, (s_logits, t_logits) = synthesize_and_query(gen, [student, teacher], h["batch_size"], ctx.device)
+            t_labels = t_logits.argmax(1)
             queries += len(x)
             k = h["k"] if h["student_prior"] and it >= h["full_support_iterations"] else ctx.num_classes
             support = topk_support(s_logits, k) if k < ctx.num_classes else everything.expand(len(x), -1)
@@ -72,7 +74,10 @@ class DPSDLabel(Method):
             memory.add(x, labels.unsqueeze(1), labels)  # the support is not needed again: CE on labels
             train_student_on_memory(student, opt_s, memory, lambda lg, _s, y: F.cross_entropy(lg, y),
                                     steps=h["student_steps"], batch_size=h["student_batch"], rng=rng)
-            train_generator_against_student(gen, student, opt_g, z, lambda lg, y=labels: F.cross_entropy(lg, y),
+            disagreement = lambda lg, y=labels: F.cross_entropy(lg, y)  # noqa: E731 - released labels only
+            if h["w_adv"] == 0:  # nothing ties the generator to the released samples: fresh latents each step
+                disagreement, z = None, lambda: gen.sample_latent(h["generator_batch"], ctx.device)
+            train_generator_against_student(gen, student, opt_g, z, disagreement,
                                             steps=h["generator_steps"], w_adv=h["w_adv"], w_onehot=h["w_onehot"],
                                             w_balance=h["w_balance"], w_entropy=h["w_entropy"])
         ctx.metrics.update(teacher_queries=queries, iterations=h["iterations"])

@@ -115,3 +115,46 @@ class Generator(nn.Module):
 
     def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=device, generator=generator)
+
+
+def random_blobs(n: int, shape, *, grid: int = 8, threshold: float = 0.55, device=None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """A data-independent image prior: uniform noise on a ``grid`` x ``grid`` lattice, 3x3 box blur,
+    bilinear upsampling to the image size, thresholded into blobs of random intensity in [0.5, 1].
+    Uses no data of any kind (the same for every dataset of a given shape)."""
+    c, h, w = shape
+    noise = torch.rand(n * c, 1, grid, grid, device=device, generator=generator)
+    smooth = nn.functional.conv2d(noise, torch.full((1, 1, 3, 3), 1 / 9, device=device), padding=1)
+    smooth = smooth.view(n, c, grid, grid)
+    if (h, w) != (grid, grid):
+        smooth = nn.functional.interpolate(smooth, size=(h, w), mode="bilinear", align_corners=False)
+    intensity = 0.5 + 0.5 * torch.rand(n, c, 1, 1, device=device, generator=generator)
+    return (smooth > threshold).to(smooth.dtype) * intensity
+
+
+class PriorGenerator(nn.Module):
+    """Generator whose latent code is a structured-noise image (:func:`random_blobs`) plus a Gaussian
+    noise channel per image channel; a small convolutional network adds a residual to the blobs.
+    The last layer starts at zero, so training starts at the prior and moves away from it only as
+    the generator's loss asks. Same interface as :class:`Generator` (``sample_latent``, ``forward``).
+    Used by DPSD (``latent="prior"``): unlike a DCGAN generator trained against a student only, it
+    cannot drift into featureless images the student happens to be confident on."""
+
+    def __init__(self, output_shape, base_channels: int = 32):
+        super().__init__()
+        c, h, w = output_shape
+        self.output_shape = tuple(output_shape)
+        self.latent_dim = 2 * c  # channels of the latent image
+        self.net = nn.Sequential(nn.Conv2d(2 * c, base_channels, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(base_channels, base_channels, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(base_channels, c, 3, padding=1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        c = self.output_shape[0]
+        return (z[:, :c] + self.net(z)).clamp(0, 1)
+
+    def sample_latent(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        blobs = random_blobs(n, self.output_shape, device=device, generator=generator)
+        return torch.cat([blobs, torch.randn(blobs.shape, device=device, generator=generator)], dim=1)

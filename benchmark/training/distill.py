@@ -99,16 +99,18 @@ def train_student_on_memory(student: nn.Module, optimizer, memory: AnnotationMem
         optimizer.step()
 
 
-def train_generator_against_student(generator: nn.Module, student: nn.Module, optimizer, z: torch.Tensor,
+def train_generator_against_student(generator: nn.Module, student: nn.Module, optimizer, z,
                                     disagreement_fn, *, steps: int, w_adv: float, w_onehot: float,
                                     w_balance: float, w_entropy: float = 0.0) -> dict:
     """Generator steps using the student only: ``disagreement_fn(student_logits)`` compares the
-    student with already-released annotations (post-processing); the teacher is never called."""
+    student with already-released annotations (post-processing); the teacher is never called.
+    ``z``: the latent batch of the released annotations, or a callable drawing a fresh batch per
+    step (when no disagreement term ties the step to released samples)."""
     set_requires_grad(student, False)
     student.eval()
     parts: dict = {}
     for _ in range(steps):
-        logits = student(generator(z))
+        logits = student(generator(z() if callable(z) else z))
         disagreement = disagreement_fn(logits) if disagreement_fn is not None else None
         loss, parts = generator_loss(logits, disagreement=disagreement, w_adv=w_adv,
                                      w_onehot=w_onehot, w_balance=w_balance, w_entropy=w_entropy)
@@ -135,9 +137,26 @@ def release_synthetic(ctx, generator: nn.Module, student: nn.Module, n: int) -> 
 
 
 def make_generator_and_optimisers(ctx, student: nn.Module, h: dict):
-    """DPSD's generator (DCGAN-style) and the Adam optimisers of student and generator."""
-    from ..models import Generator
-    gen = Generator(ctx.input_shape, latent_dim=h["latent_dim"], base_channels=h["generator_width"]).to(ctx.device)
+    """DPSD's generator (``latent``: ``prior`` = structured-noise latent with a residual network,
+    ``gaussian`` = DCGAN-style from N(0, I)) and the Adam optimisers of student and generator."""
+    from ..models import Generator, PriorGenerator
+    latent = h.get("latent", "gaussian")
+    if latent == "prior":  # structured-noise latent image + residual network (models.PriorGenerator)
+        gen = PriorGenerator(ctx.input_shape, base_channels=h["generator_width"]).to(ctx.device)
+    elif latent == "gaussian":
+        gen = Generator(ctx.input_shape, latent_dim=h["latent_dim"], base_channels=h["generator_width"]).to(ctx.device)
+    else:
+        raise ValueError(f"unknown latent {latent!r} (prior or gaussian)")
     opt_s = torch.optim.Adam(student.parameters(), lr=h["lr_student"])
     opt_g = torch.optim.Adam(gen.parameters(), lr=h["lr_generator"], betas=(0.5, 0.999))
     return gen, opt_s, opt_g
+
+
+@torch.no_grad()
+def synthesize_and_query(generator: nn.Module, models, n: int, device, chunk: int = 2048):
+    """A synthetic batch of ``n`` samples and each model's logits on it, computed in chunks (a
+    release batch can be tens of thousands of samples). Returns (latent, images, [logits per model])."""
+    z = generator.sample_latent(n, device)
+    images = torch.cat([generator(part) for part in z.split(chunk)])
+    logits = [torch.cat([m(part) for part in images.split(chunk)]) for m in models]
+    return z, images, logits
