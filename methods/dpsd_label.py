@@ -39,7 +39,7 @@ class DPSDLabel(Method):
     citation = "Liu et al., IEEE TPAMI 2026 (arXiv 2601.19090); Liu et al., MMSP 2022"
     hparams = {
         # digits defaults: the same schedule and generator as dpsd (docs/dpsd.md)
-        "iterations": 2, "batch_size": 30000, "student_steps": 1500, "student_batch": 256, "generator_steps": 200,
+        "iterations": 3, "batch_size": 100000, "student_steps": 1000, "student_batch": 256, "generator_steps": 200,
         "generator_batch": 512, "latent": "prior",
         "k": 3, "full_support_iterations": 1, "student_prior": True, "epsilon_per_release": None,
         "memory": 1000000, "lr_student": 1e-3, "lr_generator": 1e-3, "latent_dim": 64, "generator_width": 32,
