@@ -72,6 +72,30 @@ def test_generator_entropy_term_rewards_uncertain_student_outputs():
     assert generator_loss(unsure, **kw)[0] < generator_loss(sure, **kw)[0]
 
 
+def test_prior_generator_starts_at_its_data_independent_blobs_and_learns_away_from_them():
+    from benchmark.models import PriorGenerator, random_blobs
+    from benchmark.training.distill import train_generator_against_student
+    torch.manual_seed(0)
+    for shape in [(1, 8, 8), (1, 28, 28), (3, 32, 32)]:
+        blobs = random_blobs(16, shape, generator=torch.Generator().manual_seed(1))
+        assert blobs.shape == (16, *shape) and torch.equal(blobs, random_blobs(16, shape, generator=torch.Generator().manual_seed(1)))
+        assert set(torch.unique(blobs > 0).tolist()) == {False, True} and blobs.max() <= 1.0
+    gen = PriorGenerator((1, 8, 8), base_channels=8)
+    z = gen.sample_latent(32)
+    assert torch.equal(gen(z), z[:, :1])  # the residual starts at zero: training starts at the prior
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    drawn = []
+
+    def fresh():
+        drawn.append(1)
+        return gen.sample_latent(32)
+
+    train_generator_against_student(gen, student, torch.optim.Adam(gen.parameters(), 1e-2), fresh, None, steps=3,
+                                    w_adv=0.0, w_onehot=0.0, w_balance=5.0)
+    assert len(drawn) == 3 and not torch.equal(gen(z), z[:, :1])
+    assert all(p.requires_grad for p in student.parameters())
+
+
 def _run(method, tmp_path, epsilon=2.0, **hparams):
     config = resolve(method, "digits", epsilon, 0, hparams={**TINY, **hparams})
     result = run_cell(config, tmp_path / "results", quiet=True)
