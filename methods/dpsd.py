@@ -104,10 +104,9 @@ class DPSD(Method):
                 clean = gaussian_annotation(t_logits, support, clip_norm=h["clip_norm"], noise_multiplier=0.0)
                 self._student_dp_gradient(ctx, student, opt_s, x, support, clean, h, sigma)
                 disagreement = None  # nothing per-sample was released: the generator sees the student only
-            if h["w_adv"] == 0:  # no term ties the generator to the released samples: fresh latents each step
-                disagreement, z = None, lambda: gen.sample_latent(h["generator_batch"], ctx.device)
             train_generator_against_student(gen, student, opt_g, z, disagreement, steps=h["generator_steps"],
-                                            w_adv=h["w_adv"], w_onehot=h["w_onehot"], w_balance=h["w_balance"], w_entropy=h["w_entropy"])
+                                            w_adv=h["w_adv"], w_onehot=h["w_onehot"], w_balance=h["w_balance"],
+                                            w_entropy=h["w_entropy"], fresh_batch=h["generator_batch"])
         ctx.metrics.update(teacher_queries=counters["queries"], iterations=h["iterations"])
         release_synthetic(ctx, gen, student, h["downstream_samples"])
         return student.eval()

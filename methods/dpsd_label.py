@@ -74,12 +74,10 @@ class DPSDLabel(Method):
             memory.add(x, labels.unsqueeze(1), labels)  # the support is not needed again: CE on labels
             train_student_on_memory(student, opt_s, memory, lambda lg, _s, y: F.cross_entropy(lg, y),
                                     steps=h["student_steps"], batch_size=h["student_batch"], rng=rng)
-            disagreement = lambda lg, y=labels: F.cross_entropy(lg, y)  # noqa: E731 - released labels only
-            if h["w_adv"] == 0:  # nothing ties the generator to the released samples: fresh latents each step
-                disagreement, z = None, lambda: gen.sample_latent(h["generator_batch"], ctx.device)
-            train_generator_against_student(gen, student, opt_g, z, disagreement,
+            train_generator_against_student(gen, student, opt_g, z, lambda lg, y=labels: F.cross_entropy(lg, y),
                                             steps=h["generator_steps"], w_adv=h["w_adv"], w_onehot=h["w_onehot"],
-                                            w_balance=h["w_balance"], w_entropy=h["w_entropy"])
+                                            w_balance=h["w_balance"], w_entropy=h["w_entropy"],
+                                            fresh_batch=h["generator_batch"])
         ctx.metrics.update(teacher_queries=queries, iterations=h["iterations"])
         release_synthetic(ctx, gen, student, h["downstream_samples"])
         return student.eval()

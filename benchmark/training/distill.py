@@ -101,11 +101,15 @@ def train_student_on_memory(student: nn.Module, optimizer, memory: AnnotationMem
 
 def train_generator_against_student(generator: nn.Module, student: nn.Module, optimizer, z,
                                     disagreement_fn, *, steps: int, w_adv: float, w_onehot: float,
-                                    w_balance: float, w_entropy: float = 0.0) -> dict:
+                                    w_balance: float, w_entropy: float = 0.0, fresh_batch: int | None = None) -> dict:
     """Generator steps using the student only: ``disagreement_fn(student_logits)`` compares the
     student with already-released annotations (post-processing); the teacher is never called.
     ``z``: the latent batch of the released annotations, or a callable drawing a fresh batch per
-    step (when no disagreement term ties the step to released samples)."""
+    step. With ``fresh_batch`` set and ``w_adv`` = 0 nothing ties the steps to the released
+    samples, so each step draws ``fresh_batch`` new latents instead."""
+    if fresh_batch is not None and w_adv == 0:
+        disagreement_fn = None
+        z = lambda: generator.sample_latent(fresh_batch, next(generator.parameters()).device)  # noqa: E731
     set_requires_grad(student, False)
     student.eval()
     parts: dict = {}
