@@ -108,10 +108,12 @@ def cmd_sweep(args) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1 (got {args.jobs})")
     grid, cells = _grid_cells(args)
-    if not (args.executor == "slurm" and args.dry_run):  # a dry run may be made away from the data
+    if not args.dry_run:  # a dry run may be made away from the data
         _check_data(cells)
     log = logging.getLogger("benchmark")
     log.info("%d cells in %s", len(cells), args.grid)
+    if args.dry_run and args.executor != "slurm":
+        return _local_dry_run(cells, args.results)
     if args.executor == "slurm":
         from .runner import slurm
         return slurm.sweep(cells, args.results, grid=grid, profile=args.profile, resume=args.resume,
@@ -122,6 +124,19 @@ def cmd_sweep(args) -> int:
     print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done, "
           f"{counts['busy']} running elsewhere; results in {args.results}")
     return EXIT_FAILED if counts["failed"] else 0
+
+
+def _local_dry_run(cells: list[dict], results) -> int:
+    """List the cells a local sweep would run (those not finished in ``results``); run nothing."""
+    from .runner.cells import cell_label
+    from .runner.store import ResultStore
+    store = ResultStore(results)
+    todo = [c for c in cells if not store.is_done(c)]
+    for config in todo:
+        print(cell_label(config))
+    print(f"{len(todo)} cells to run, {len(cells) - len(todo)} already done (dry run, nothing run); "
+          f"results in {results}")
+    return 0
 
 
 def cmd_status(args) -> int:
@@ -206,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true", help="(slurm) resubmit only missing and failed cells; "
                     "local sweeps always skip finished cells")
     sp.add_argument("--profile", default="cpu", help="slurm profile: a name in slurm/ or a YAML path")
-    sp.add_argument("--dry-run", action="store_true", help="(slurm) build the job arrays, submit nothing")
+    sp.add_argument("--dry-run", action="store_true", help="list the cells to run and run nothing "
+                    "(slurm: also build the job arrays, submit nothing)")
     sp.add_argument("--wait", action="store_true", help="(slurm) wait for the jobs to finish")
     sp.add_argument("--device", default=None)
     sp.add_argument("--jobs", type=int, default=1, help="(local) cells run at once in worker processes, each with "

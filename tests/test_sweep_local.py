@@ -20,6 +20,10 @@ def test_sweep_twice_then_status_and_report(tmp_path):
     grid.write_text(GRID)
     results = tmp_path / "results"
     env = {"BENCHMARK_AUDIT_SETTINGS": "reference_models=1,ref_steps=5,max_records=300"}
+    plan = cli("sweep", grid, "--results", results, "--dry-run")  # lists the cells, runs nothing
+    assert plan.returncode == 0, plan.stderr
+    assert "5 cells to run, 0 already done (dry run, nothing run)" in plan.stdout
+    assert "dpsd / digits / eps=10 / seed=0" in plan.stdout and not results.exists()
     first = cli("sweep", grid, "--results", results, "--quiet", env=env)
     assert first.returncode == 0, first.stderr
     assert "5 ok, 0 failed, 0 already done" in first.stdout
@@ -30,6 +34,7 @@ def test_sweep_twice_then_status_and_report(tmp_path):
     assert second.returncode == 0, second.stderr
     assert "0 ok, 0 failed, 5 already done" in second.stdout
     assert {f: f.stat().st_mtime_ns for f in sorted(results.rglob("*.json"))} == stamps
+    assert "0 cells to run, 5 already done" in cli("sweep", grid, "--results", results, "--dry-run").stdout
     for f in files:
         r = json.loads(f.read_text())
         assert r["status"] == "ok"
