@@ -17,6 +17,9 @@ Per iteration (shared/design/dpsd.md):
   4. the generator is updated against the student only (class balance of the student's
      predictions by default; optional hard-sample term w.r.t. the released annotation, DAFL one-hot,
      student entropy): post-processing, never the raw teacher.
+After the last release the student takes ``final_steps`` more steps on everything released, with a
+cosine-decayed learning rate (post-processing; annotation placement only: the gradient placement
+keeps nothing it may reuse).
 Synthetic samples cost no budget, so the defaults release few, very large batches: sigma grows
 like the square root of the number of releases, while the noise averages out over samples.
 Accounting: each release is a Gaussian mechanism with noise multiplier sigma (sensitivity C:
@@ -53,15 +56,15 @@ class DPSD(Method):
     hparams = {
         "noise_placement": "annotation",  # "annotation" (per-sample noisy labels) or "gradient" (student gradients)
         # digits defaults, chosen by validation_accuracy (public pool, never eval): docs/dpsd.md
-        "iterations": 3, "batch_size": 100000, "student_steps": 1000, "student_batch": 256,
+        "iterations": 3, "batch_size": 100000, "student_steps": 1000, "student_batch": 256, "final_steps": 3000,
         "generator_steps": 200, "generator_batch": 512, "latent": "prior",
         "k": 10, "student_prior": True, "clip_norm": 1.0, "noise_multiplier": None,
         "student_loss": "mse", "memory": 1000000, "lr_student": 1e-3, "lr_generator": 1e-3,
         "latent_dim": 64, "generator_width": 32, "w_adv": 0.0, "w_onehot": 0.0, "w_balance": 5.0, "w_entropy": 0.0,
         "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream
     }
-    tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "generator_batch": 32,
-            "downstream_samples": 100}
+    tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "final_steps": 2, "generator_steps": 1,
+            "generator_batch": 32, "downstream_samples": 100}
 
     def fit(self, ctx):
         h = ctx.hparams
@@ -107,6 +110,9 @@ class DPSD(Method):
             train_generator_against_student(gen, student, opt_g, z, disagreement, steps=h["generator_steps"],
                                             w_adv=h["w_adv"], w_onehot=h["w_onehot"], w_balance=h["w_balance"],
                                             w_entropy=h["w_entropy"], fresh_batch=h["generator_batch"])
+        if h["noise_placement"] == "annotation":  # consolidation on everything released: post-processing
+            train_student_on_memory(student, opt_s, memory, loss, steps=h["final_steps"],
+                                    batch_size=h["student_batch"], rng=rng, anneal=True)
         ctx.metrics.update(teacher_queries=counters["queries"], iterations=h["iterations"])
         release_synthetic(ctx, gen, student, h["downstream_samples"])
         return student.eval()

@@ -54,7 +54,7 @@ def test_cifar_shapes_reach_the_runner(cifar_root):
 
 def test_dpsd_cell_on_cifar_format(cifar_root, tmp_path):
     result = _run("dpsd", cifar_root, tmp_path,
-                  hparams={"iterations": 2, "batch_size": 32, "student_steps": 2, "student_batch": 16,
+                  hparams={"iterations": 2, "batch_size": 32, "student_steps": 2, "final_steps": 2, "student_batch": 16,
                            "generator_steps": 1, "memory": 64, "k": 3, "generator_width": 8},
                   settings={"teacher_arch": "resnet20", "student_arch": "cnn3"})
     assert result["config"]["teacher_arch"] == "resnet20"

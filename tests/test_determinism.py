@@ -22,7 +22,7 @@ CHEAP_AUDIT = "ref_steps=20,reference_models=2"
 
 CELLS = {  # one method trained on private data (Opacus), one through a teacher (teacher cache, generator)
     "dp-sgd": ["--epsilon", "1", "--set", "epochs=2"],
-    "dpsd": ["--epsilon", "1", "--set", "iterations=3", "--set", "batch_size=256", "--set", "student_steps=20"],
+    "dpsd": ["--epsilon", "1", "--set", "iterations=3", "--set", "batch_size=256", "--set", "student_steps=20", "--set", "final_steps=20"],
 }
 
 

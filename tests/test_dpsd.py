@@ -14,10 +14,17 @@ from benchmark.privacy.mechanisms import gaussian_annotation, noisy_normalised_s
 from benchmark.runner.cells import resolve
 from benchmark.runner.checkpoint import Checkpointer
 from benchmark.runner.execute import run_cell
-from benchmark.training.distill import centred, generator_loss
+from benchmark.training.distill import (
+    AnnotationMemory,
+    annotation_regression_loss,
+    centred,
+    generator_loss,
+    train_student_on_memory,
+)
 from benchmark.training.persample import flatten_per_sample, per_sample_gradients
 
-TINY = {"iterations": 3, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "downstream_samples": 100}
+TINY = {"iterations": 3, "batch_size": 64, "student_steps": 3, "final_steps": 2, "generator_steps": 1,
+        "downstream_samples": 100}
 
 
 @pytest.fixture(autouse=True)
@@ -94,6 +101,25 @@ def test_prior_generator_starts_at_its_data_independent_blobs_and_learns_away_fr
                                     w_adv=0.0, w_onehot=0.0, w_balance=5.0)
     assert len(drawn) == 3 and not torch.equal(gen(z), z[:, :1])
     assert all(p.requires_grad for p in student.parameters())
+
+
+def test_final_consolidation_anneals_the_learning_rate_to_zero_on_released_annotations():
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    memory = AnnotationMemory(100)
+    memory.add(torch.randn(20, 1, 2, 2), torch.arange(3).expand(20, -1), torch.randn(20, 3))
+    before = [p.detach().clone() for p in student.parameters()]
+    rates = []  # the learning rate each step is taken with
+
+    def loss(logits, support, targets):
+        rates.append(opt.param_groups[0]["lr"])
+        return annotation_regression_loss(logits, support, targets)
+
+    train_student_on_memory(student, opt, memory, loss, steps=4, batch_size=8, anneal=True)
+    assert rates[0] == pytest.approx(1e-2) and rates == sorted(rates, reverse=True) and len(set(rates)) == 4
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
 
 
 def _run(method, tmp_path, epsilon=2.0, **hparams):

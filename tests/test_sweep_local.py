@@ -11,7 +11,7 @@ epsilons: [1, 10]
 seeds: [0]
 overrides:
   dp-sgd: {epochs: 1}
-  dpsd: {iterations: 2, batch_size: 64, student_steps: 5, generator_steps: 1}
+  dpsd: {iterations: 2, batch_size: 64, student_steps: 5, final_steps: 5, generator_steps: 1}
 """
 
 

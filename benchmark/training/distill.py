@@ -89,14 +89,19 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
 
 
 def train_student_on_memory(student: nn.Module, optimizer, memory: AnnotationMemory, loss_fn, *, steps: int,
-                            batch_size: int, rng: torch.Generator | None = None) -> None:
-    """``steps`` student updates on minibatches of everything released so far (post-processing)."""
+                            batch_size: int, rng: torch.Generator | None = None, anneal: bool = False) -> None:
+    """``steps`` student updates on minibatches of everything released so far (post-processing).
+    ``anneal``: decay the learning rate to zero over the steps (cosine), for a final consolidation
+    once nothing more will be released."""
     student.train()
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if anneal and steps > 0 else None
     for xb, sb, ab in memory.batches(batch_size, steps, rng):
         loss = loss_fn(student(xb), sb, ab)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
 
 
 def train_generator_against_student(generator: nn.Module, student: nn.Module, optimizer, z,
