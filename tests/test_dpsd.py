@@ -23,8 +23,7 @@ from benchmark.training.distill import (
 )
 from benchmark.training.persample import flatten_per_sample, per_sample_gradients
 
-TINY = {"iterations": 3, "batch_size": 64, "student_steps": 3, "final_steps": 2, "generator_steps": 1,
-        "downstream_samples": 100}
+TINY = {"iterations": 3, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "downstream_samples": 100}
 
 
 @pytest.fixture(autouse=True)
@@ -131,7 +130,7 @@ def _run(method, tmp_path, epsilon=2.0, **hparams):
 
 @pytest.mark.parametrize("placement, releases", [("annotation", 3), ("gradient", 9)])
 def test_dpsd_records_one_gaussian_release_per_iteration_or_student_step(tmp_path, placement, releases):
-    _, result = _run("dpsd", tmp_path, noise_placement=placement)
+    _, result = _run("dpsd", tmp_path, noise_placement=placement, final_steps=2)  # consolidation releases nothing
     sigma = L.calibrate_gaussian(2.0, 1e-5, releases)
     assert result["ledger"] == [L.gaussian(sigma, releases)]
     assert result["epsilon_spent"] <= 2.0 and result["epsilon_spent"] > 1.9
@@ -174,7 +173,7 @@ class KillAfterSave(Checkpointer):
 
 
 def test_preempted_dpsd_resumes_to_the_uninterrupted_result(tmp_path):
-    config, reference = _run("dpsd", tmp_path / "ref", iterations=4)
+    config, reference = _run("dpsd", tmp_path / "ref", iterations=4, final_steps=2)
     ckpt = tmp_path / "ck" / "cell.pt"
     with pytest.raises(Preempted):
         run_cell(config, tmp_path / "run", quiet=True, checkpointer=KillAfterSave(ckpt, save_at=2))
