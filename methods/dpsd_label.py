@@ -6,7 +6,9 @@ Per iteration: the generator makes x = G(z); the teacher's label argmax T(x_i) i
 randomized response restricted to the top-k classes of the private student's prediction
 (RR-with-prior; a true label outside the support is replaced by a uniform support member);
 the student trains with cross-entropy on all labels released so far (post-processing); the
-generator is updated against the student only. k follows a schedule: the full label set while
+generator is updated against the student only. After the last release the student takes
+``final_steps`` more steps on every released label with a cosine-decayed learning rate
+(post-processing, as in ``dpsd``). k follows a schedule: the full label set while
 the student is still untrained, then ``k`` (as LP-2ST earns its prior in stages).
 Accounting: in each iteration at most one sample's label differs, so one iteration is an
 epsilon_q-DP release (``randomized_response`` event); T iterations compose in the ledger (RDP and
@@ -39,15 +41,15 @@ class DPSDLabel(Method):
     citation = "Liu et al., IEEE TPAMI 2026 (arXiv 2601.19090); Liu et al., MMSP 2022"
     hparams = {
         # digits defaults: the same schedule and generator as dpsd (docs/dpsd.md)
-        "iterations": 3, "batch_size": 100000, "student_steps": 1000, "student_batch": 256, "generator_steps": 200,
-        "generator_batch": 512, "latent": "prior",
+        "iterations": 3, "batch_size": 100000, "student_steps": 1000, "student_batch": 256, "final_steps": 3000,
+        "generator_steps": 200, "generator_batch": 512, "latent": "prior",
         "k": 3, "full_support_iterations": 1, "student_prior": True, "epsilon_per_release": None,
         "memory": 1000000, "lr_student": 1e-3, "lr_generator": 1e-3, "latent_dim": 64, "generator_width": 32,
         "w_adv": 0.0, "w_onehot": 0.0, "w_balance": 5.0, "w_entropy": 0.0,
         "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream
     }
-    tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "generator_steps": 1, "generator_batch": 32,
-            "full_support_iterations": 1, "downstream_samples": 100}
+    tiny = {"iterations": 2, "batch_size": 64, "student_steps": 3, "final_steps": 2, "generator_steps": 1,
+            "generator_batch": 32, "full_support_iterations": 1, "downstream_samples": 100}
 
     def fit(self, ctx):
         h = ctx.hparams
@@ -63,6 +65,10 @@ class DPSDLabel(Method):
         everything = torch.arange(ctx.num_classes, device=ctx.device)
         rr_rng = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 1)
         queries = 0
+
+        def cross_entropy(logits, _support, labels):
+            return F.cross_entropy(logits, labels)
+
         for it in ctx.progress(range(h["iterations"]), desc="dpsd-label"):
             z, x, (s_logits, t_logits) = synthesize_and_query(gen, [student, teacher], h["batch_size"], ctx.device)
             t_labels = t_logits.argmax(1)
@@ -72,12 +78,14 @@ class DPSDLabel(Method):
             ctx.ledger.record(L.randomized_response(eps_q))
             labels = rr_with_prior(t_labels, support, eps_q, generator=rr_rng)
             memory.add(x, labels.unsqueeze(1), labels)  # the support is not needed again: CE on labels
-            train_student_on_memory(student, opt_s, memory, lambda lg, _s, y: F.cross_entropy(lg, y),
-                                    steps=h["student_steps"], batch_size=h["student_batch"], rng=rng)
+            train_student_on_memory(student, opt_s, memory, cross_entropy, steps=h["student_steps"],
+                                    batch_size=h["student_batch"], rng=rng)
             train_generator_against_student(gen, student, opt_g, z, lambda lg, y=labels: F.cross_entropy(lg, y),
                                             steps=h["generator_steps"], w_adv=h["w_adv"], w_onehot=h["w_onehot"],
                                             w_balance=h["w_balance"], w_entropy=h["w_entropy"],
                                             fresh_batch=h["generator_batch"])
+        train_student_on_memory(student, opt_s, memory, cross_entropy, steps=h["final_steps"],
+                                batch_size=h["student_batch"], rng=rng, anneal=True)  # consolidation: no release
         ctx.metrics.update(teacher_queries=queries, iterations=h["iterations"])
         release_synthetic(ctx, gen, student, h["downstream_samples"])
         return student.eval()

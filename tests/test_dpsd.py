@@ -141,7 +141,7 @@ def test_dpsd_records_one_gaussian_release_per_iteration_or_student_step(tmp_pat
 
 
 def test_dpsd_label_records_randomized_response_per_iteration(tmp_path):
-    _, result = _run("dpsd-label", tmp_path, full_support_iterations=1)
+    _, result = _run("dpsd-label", tmp_path, full_support_iterations=1, final_steps=2)  # consolidation releases nothing
     (event,) = result["ledger"]
     assert event["mechanism"] == "randomized_response" and event["steps"] == 3
     assert result["epsilon_spent"] <= 2.0
