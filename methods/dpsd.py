@@ -6,7 +6,9 @@ Per iteration (shared/design/dpsd.md):
      data-independent structured-noise image and G adds a learned residual; models.PriorGenerator);
   2. private annotation: the teacher's signal on x is released only through the Gaussian
      mechanism on per-sample normalised vectors (norm C, noise sigma*C), restricted to the
-     top-k classes of the (already private) student's prediction. Noise placement:
+     top-k classes of the (already private) student's prediction (the full class set for the
+     first ``full_support_iterations``: an untrained student's top-k rarely holds the teacher's
+     class, so the prior is earned first). Noise placement:
        - "annotation": each sample's centred top-k teacher logits, normalised to C, plus noise
          (one Gaussian release per iteration); the student regresses on these noisy
          annotations for ``student_steps`` steps, drawing from all annotations released so far
@@ -58,7 +60,7 @@ class DPSD(Method):
         # digits defaults, chosen by validation_accuracy (public pool, never eval): docs/dpsd.md
         "iterations": 3, "batch_size": 100000, "student_steps": 1000, "student_batch": 256, "final_steps": 3000,
         "generator_steps": 200, "generator_batch": 512, "latent": "prior",
-        "k": 10, "student_prior": True, "clip_norm": 1.0, "noise_multiplier": None,
+        "k": 5, "full_support_iterations": 1, "student_prior": True, "clip_norm": 1.0, "noise_multiplier": None,
         "student_loss": "mse", "memory": 1000000, "lr_student": 1e-3, "lr_generator": 1e-3,
         "latent_dim": 64, "generator_width": 32, "w_adv": 0.0, "w_onehot": 0.0, "w_balance": 5.0, "w_entropy": 0.0,
         "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream
@@ -71,6 +73,7 @@ class DPSD(Method):
         student, teacher = ctx.build_student(), ctx.teacher
         gen, opt_s, opt_g = make_generator_and_optimisers(ctx, student, h)
         k = ctx.num_classes if not h["student_prior"] else min(h["k"], ctx.num_classes)
+        everything = torch.arange(ctx.num_classes, device=ctx.device)
         per_iter_releases = 1 if h["noise_placement"] == "annotation" else h["student_steps"]
         releases = h["iterations"] * per_iter_releases
         sigma = h["noise_multiplier"] if h["noise_multiplier"] is not None else (
@@ -92,8 +95,8 @@ class DPSD(Method):
                 ck.maybe_save(it, ledger=ctx.ledger, extra=counters, **state)
             z, x, (s_logits, t_logits) = synthesize_and_query(gen, [student, teacher], h["batch_size"], ctx.device)
             counters["queries"] += len(x)
-            support = topk_support(s_logits, k) if h["student_prior"] else \
-                torch.arange(ctx.num_classes, device=ctx.device).expand(len(x), -1)
+            use_prior = k < ctx.num_classes and it >= h["full_support_iterations"]
+            support = topk_support(s_logits, k) if use_prior else everything.expand(len(x), -1)
             if h["noise_placement"] == "annotation":
                 ctx.ledger.record(L.gaussian(sigma))  # guard first: an overspending release never happens
                 annotation = gaussian_annotation(t_logits, support, clip_norm=h["clip_norm"], noise_multiplier=sigma)
@@ -124,7 +127,7 @@ class DPSD(Method):
 
         def loss_fn(out, packed):
             sup, tgt = packed[:, :support.shape[1]].long(), packed[:, support.shape[1]:]
-            return annotation_regression_loss(out, sup, tgt, h["student_loss"])
+            return annotation_regression_loss(out, sup, tgt, h["student_loss"], padded=False)
 
         packed = torch.cat([support.float(), target], dim=1)
         for _ in range(h["student_steps"]):

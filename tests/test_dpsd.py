@@ -182,3 +182,21 @@ def test_preempted_dpsd_resumes_to_the_uninterrupted_result(tmp_path):
     assert resumed["ledger"] == reference["ledger"] and resumed["epsilon_spent"] == reference["epsilon_spent"]
     for key in ("test_accuracy", "teacher_queries", "synthetic_downstream_accuracy"):
         assert resumed["metrics"][key] == reference["metrics"][key], key
+
+
+def test_memory_pads_narrower_supports_and_the_loss_leaves_the_padding_out():
+    """The full class set in the first release, the student's top-k later: one memory, and each
+    sample's loss is the loss over its own released support."""
+    torch.manual_seed(0)
+    logits = torch.randn(4, 5)
+    full, full_targets = torch.arange(5).expand(2, -1), torch.randn(2, 5)
+    top2, top2_targets = torch.tensor([[3, 1], [0, 4]]), torch.randn(2, 2)
+    memory = AnnotationMemory(10)
+    memory.add(torch.zeros(2, 1), full, full_targets)
+    memory.add(torch.zeros(2, 1), top2, top2_targets)
+    assert memory.support.shape == (4, 5) and memory.support[2:, 2:].eq(-1).all()
+    for kind in ("mse", "kl"):
+        mixed = annotation_regression_loss(logits, memory.support, memory.targets, kind)
+        separate = (annotation_regression_loss(logits[:2], full, full_targets, kind)
+                    + annotation_regression_loss(logits[2:], top2, top2_targets, kind)) / 2
+        assert torch.isclose(mixed, separate), kind

@@ -12,9 +12,15 @@ def centred(logits: torch.Tensor) -> torch.Tensor:
     return logits - logits.mean(dim=1, keepdim=True)
 
 
+def _pad_columns(t: torch.Tensor, width: int, value) -> torch.Tensor:
+    return t if t.dim() < 2 or t.shape[1] >= width else F.pad(t, (0, width - t.shape[1]), value=value)
+
+
 class AnnotationMemory:
     """Released (synthetic image, support, noisy annotation) triples. Training on them again is
-    post-processing: it costs no privacy. Keeps the most recent ``capacity`` samples."""
+    post-processing: it costs no privacy. Keeps the most recent ``capacity`` samples. Releases
+    with supports of different sizes (the full class set, then the student's top-k) are padded
+    to the widest: support -1 marks an entry that was not released."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -23,6 +29,10 @@ class AnnotationMemory:
         self.targets: torch.Tensor | None = None
 
     def add(self, images: torch.Tensor, support: torch.Tensor, targets: torch.Tensor) -> None:
+        if self.support is not None and support.dim() == 2 and support.shape[1] != self.support.shape[1]:
+            width = max(support.shape[1], self.support.shape[1])
+            self.support, support = (_pad_columns(t, width, -1) for t in (self.support, support))
+            self.targets, targets = (_pad_columns(t, width, 0.0) for t in (self.targets, targets))
         parts = [(self.images, images), (self.support, support), (self.targets, targets)]
         merged = [new.detach() if old is None else torch.cat([old, new.detach()])[-self.capacity:] for old, new in parts]
         self.images, self.support, self.targets = merged
@@ -44,18 +54,29 @@ class AnnotationMemory:
 
 
 def annotation_regression_loss(student_logits: torch.Tensor, support: torch.Tensor, targets: torch.Tensor,
-                               kind: str = "mse") -> torch.Tensor:
+                               kind: str = "mse", padded: bool | None = None) -> torch.Tensor:
     """Student loss on released annotations over each sample's support.
 
     ``mse``: squared error between the student's centred logits and the noisy normalised teacher
     logits (an unbiased target, so zero-mean noise averages out); ``kl``: cross-entropy to the
     softmax of the noisy annotation (a noisy soft label).
+    Support entries of -1 (padding in ``AnnotationMemory``) were not released and are left out;
+    ``padded=False`` skips that check (needed under ``torch.func.vmap``, which cannot branch on data).
     """
-    picked = centred(student_logits.gather(1, support))
+    released = support >= 0
+    if padded is None:
+        padded = not bool(released.all())
+    if not padded:
+        picked = centred(student_logits.gather(1, support))
+    else:
+        picked = student_logits.gather(1, support.clamp(min=0)).masked_fill(~released, 0.0)
+        picked = (picked - picked.sum(1, keepdim=True) / released.sum(1, keepdim=True)).masked_fill(~released, 0.0)
     if kind == "mse":
-        return F.mse_loss(picked, targets, reduction="none").sum(1).mean()
+        return F.mse_loss(picked, targets, reduction="none").sum(1).mean()  # padding: 0 against 0
     if kind == "kl":
-        return torch.sum(-F.softmax(targets, 1) * F.log_softmax(picked, 1), dim=1).mean()
+        hidden = -1e4  # softmax weight 0 on entries that were not released
+        target_probs = F.softmax(targets.masked_fill(~released, hidden), 1)
+        return torch.sum(-target_probs * F.log_softmax(picked.masked_fill(~released, hidden), 1), dim=1).mean()
     raise ValueError(f"unknown student loss {kind!r} (mse or kl)")
 
 
