@@ -60,7 +60,7 @@ class DPSD(Method):
         # digits defaults, chosen by validation_accuracy (public pool, never eval): docs/dpsd.md
         "iterations": 3, "batch_size": 100000, "student_steps": 1000, "student_batch": 256, "final_steps": 3000,
         "generator_steps": 200, "generator_batch": 512, "latent": "prior",
-        "k": 5, "full_support_iterations": 1, "student_prior": True, "clip_norm": 1.0, "noise_multiplier": None,
+        "k": 5, "full_support_iterations": 1, "student_prior": True, "clip_norm": 4.0, "noise_multiplier": None,
         "student_loss": "mse", "memory": 1000000, "lr_student": 1e-3, "lr_generator": 1e-3,
         "latent_dim": 64, "generator_width": 32, "w_adv": 0.0, "w_onehot": 0.0, "w_balance": 5.0, "w_entropy": 0.0,
         "downstream_samples": 2000,  # generator samples labelled by the private student, scored downstream
