@@ -200,3 +200,22 @@ def test_memory_pads_narrower_supports_and_the_loss_leaves_the_padding_out():
         separate = (annotation_regression_loss(logits[:2], full, full_targets, kind)
                     + annotation_regression_loss(logits[2:], top2, top2_targets, kind)) / 2
         assert torch.isclose(mixed, separate), kind
+
+
+@pytest.mark.parametrize("full_support_iterations, widths", [(1, [10, 2, 2]), (0, [2, 2, 2])])
+def test_dpsd_releases_over_all_classes_until_the_student_prior_is_earned(tmp_path, monkeypatch,
+                                                                          full_support_iterations, widths):
+    import inspect
+
+    from benchmark import registry
+
+    dpsd_module = inspect.getmodule(registry.load("dpsd"))
+    seen = []
+
+    def recording(t_logits, support, **kwargs):
+        seen.append(support.shape[1])
+        return gaussian_annotation(t_logits, support, **kwargs)
+
+    monkeypatch.setattr(dpsd_module, "gaussian_annotation", recording)
+    _run("dpsd", tmp_path, k=2, full_support_iterations=full_support_iterations, final_steps=2)
+    assert seen == widths
