@@ -32,7 +32,7 @@ import torch
 
 from benchmark import Method
 from benchmark.privacy import ledger as L
-from benchmark.privacy.mechanisms import gaussian_annotation, noisy_normalised_sum, topk_support
+from benchmark.privacy.mechanisms import gaussian_annotation, noisy_normalised_sum, prior_support
 from benchmark.training.distill import (
     AnnotationMemory,
     annotation_regression_loss,
@@ -73,7 +73,6 @@ class DPSD(Method):
         student, teacher = ctx.build_student(), ctx.teacher
         gen, opt_s, opt_g = make_generator_and_optimisers(ctx, student, h)
         k = ctx.num_classes if not h["student_prior"] else min(h["k"], ctx.num_classes)
-        everything = torch.arange(ctx.num_classes, device=ctx.device)
         per_iter_releases = 1 if h["noise_placement"] == "annotation" else h["student_steps"]
         releases = h["iterations"] * per_iter_releases
         sigma = h["noise_multiplier"] if h["noise_multiplier"] is not None else (
@@ -95,8 +94,7 @@ class DPSD(Method):
                 ck.maybe_save(it, ledger=ctx.ledger, extra=counters, **state)
             z, x, (s_logits, t_logits) = synthesize_and_query(gen, [student, teacher], h["batch_size"], ctx.device)
             counters["queries"] += len(x)
-            use_prior = k < ctx.num_classes and it >= h["full_support_iterations"]
-            support = topk_support(s_logits, k) if use_prior else everything.expand(len(x), -1)
+            support = prior_support(s_logits, k, earned=it >= h["full_support_iterations"])
             if h["noise_placement"] == "annotation":
                 ctx.ledger.record(L.gaussian(sigma))  # guard first: an overspending release never happens
                 annotation = gaussian_annotation(t_logits, support, clip_norm=h["clip_norm"], noise_multiplier=sigma)

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from benchmark import Method
 from benchmark.privacy import ledger as L
-from benchmark.privacy.mechanisms import rr_with_prior, topk_support
+from benchmark.privacy.mechanisms import prior_support, rr_with_prior
 from benchmark.training.distill import (
     AnnotationMemory,
     make_generator_and_optimisers,
@@ -62,7 +62,6 @@ class DPSDLabel(Method):
         ctx.metrics.update(epsilon_per_release=eps_q)
         memory = AnnotationMemory(h["memory"])
         rng = torch.Generator().manual_seed(ctx.seed)
-        everything = torch.arange(ctx.num_classes, device=ctx.device)
         rr_rng = torch.Generator(device=ctx.device).manual_seed(ctx.seed + 1)
         queries = 0
 
@@ -73,8 +72,7 @@ class DPSDLabel(Method):
             z, x, (s_logits, t_logits) = synthesize_and_query(gen, [student, teacher], h["batch_size"], ctx.device)
             t_labels = t_logits.argmax(1)
             queries += len(x)
-            k = h["k"] if h["student_prior"] and it >= h["full_support_iterations"] else ctx.num_classes
-            support = topk_support(s_logits, k) if k < ctx.num_classes else everything.expand(len(x), -1)
+            support = prior_support(s_logits, h["k"], earned=h["student_prior"] and it >= h["full_support_iterations"])
             ctx.ledger.record(L.randomized_response(eps_q))
             labels = rr_with_prior(t_labels, support, eps_q, generator=rr_rng)
             memory.add(x, labels.unsqueeze(1), labels)  # the support is not needed again: CE on labels

@@ -53,6 +53,15 @@ def topk_support(prior_logits: torch.Tensor, k: int) -> torch.Tensor:
     return prior_logits.topk(k, dim=1).indices
 
 
+def prior_support(prior_logits: torch.Tensor, k: int, *, earned: bool) -> torch.Tensor:
+    """The support of each sample's release: the prior's top-k once the prior is ``earned`` (the
+    student is trained enough for its top-k to hold the teacher's class), else every class."""
+    num_classes = prior_logits.shape[1]
+    if earned and k < num_classes:
+        return topk_support(prior_logits, k)
+    return torch.arange(num_classes, device=prior_logits.device).expand(len(prior_logits), -1)
+
+
 def gaussian_annotation(signal: torch.Tensor, support: torch.Tensor, *, clip_norm: float,
                         noise_multiplier: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Release each sample's signal on its support, normalised to ``clip_norm``, with Gaussian noise.

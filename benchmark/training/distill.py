@@ -13,7 +13,7 @@ def centred(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _pad_columns(t: torch.Tensor, width: int, value) -> torch.Tensor:
-    return t if t.dim() < 2 or t.shape[1] >= width else F.pad(t, (0, width - t.shape[1]), value=value)
+    return F.pad(t, (0, width - t.shape[1]), value=value)
 
 
 class AnnotationMemory:
@@ -29,7 +29,7 @@ class AnnotationMemory:
         self.targets: torch.Tensor | None = None
 
     def add(self, images: torch.Tensor, support: torch.Tensor, targets: torch.Tensor) -> None:
-        if self.support is not None and support.dim() == 2 and support.shape[1] != self.support.shape[1]:
+        if self.support is not None and support.shape[1] != self.support.shape[1]:
             width = max(support.shape[1], self.support.shape[1])
             self.support, support = (_pad_columns(t, width, -1) for t in (self.support, support))
             self.targets, targets = (_pad_columns(t, width, 0.0) for t in (self.targets, targets))
