@@ -124,7 +124,10 @@ def random_blobs(n: int, shape, *, grid: int = 8, threshold: float = 0.55, devic
     Uses no data of any kind (the same for every dataset of a given shape)."""
     c, h, w = shape
     noise = torch.rand(n * c, 1, grid, grid, device=device, generator=generator)
-    smooth = nn.functional.conv2d(noise, torch.full((1, 1, 3, 3), 1 / 9, device=device), padding=1)
+    box = torch.full((1, 1, 3, 3), 1 / 9, device=device)
+    # in chunks: a convolution over a release-sized batch (100,000+ images) at once builds an
+    # unfold buffer of ~4 KB per image on the CPU; per-image results are identical either way
+    smooth = torch.cat([nn.functional.conv2d(part, box, padding=1) for part in noise.split(8192)])
     smooth = smooth.view(n, c, grid, grid)
     if (h, w) != (grid, grid):
         smooth = nn.functional.interpolate(smooth, size=(h, w), mode="bilinear", align_corners=False)
