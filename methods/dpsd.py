@@ -58,7 +58,7 @@ class DPSD(Method):
     hparams = {
         "noise_placement": "annotation",  # "annotation" (per-sample noisy labels) or "gradient" (student gradients)
         # digits defaults, chosen by validation_accuracy (public pool, never eval): docs/dpsd.md
-        "iterations": 3, "batch_size": 100000, "student_steps": 1000, "student_batch": 256, "final_steps": 3000,
+        "iterations": 5, "batch_size": 100000, "student_steps": 1000, "student_batch": 256, "final_steps": 3000,
         "generator_steps": 200, "generator_batch": 512, "latent": "prior",
         "k": 5, "full_support_iterations": 1, "student_prior": True, "clip_norm": 4.0, "noise_multiplier": None,
         "student_loss": "mse", "memory": 1000000, "lr_student": 1e-3, "lr_generator": 1e-3,
