@@ -78,6 +78,17 @@ def test_generator_entropy_term_rewards_uncertain_student_outputs():
     assert generator_loss(unsure, **kw)[0] < generator_loss(sure, **kw)[0]
 
 
+def test_random_blobs_blurred_in_chunks_equal_one_whole_batch_blur():
+    from benchmark.models import random_blobs
+    n, shape = 9000, (1, 8, 8)  # more than one chunk of 8,192
+    g = torch.Generator().manual_seed(3)
+    noise = torch.rand(n, 1, 8, 8, generator=g)
+    smooth = torch.nn.functional.conv2d(noise, torch.full((1, 1, 3, 3), 1 / 9), padding=1)
+    intensity = 0.5 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
+    expected = (smooth > 0.55).float() * intensity
+    assert torch.equal(random_blobs(n, shape, generator=torch.Generator().manual_seed(3)), expected)
+
+
 def test_prior_generator_starts_at_its_data_independent_blobs_and_learns_away_from_them():
     from benchmark.models import PriorGenerator, random_blobs
     from benchmark.training.distill import train_generator_against_student
