@@ -28,8 +28,12 @@ class Sizes:
     image_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
     batch: int = 256                 # DP-SGD lot, GAN real batch, synthesizer batch
-    dpsd_batch: int = 512            # DPSD synthetic samples per iteration
-    dpsd_student_steps: int = 10     # student steps per DPSD iteration (the method's default: 100)
+    # One DPSD iteration is the method's default iteration scaled down 100x in every count, so the
+    # shares of its parts stay those of a real run: 100,000 samples, 1,000 student steps and 200
+    # generator steps per iteration become 1,000, 10 and 2 (student batch 256, generator batch 512).
+    dpsd_batch: int = 1000           # synthetic samples queried and annotated per iteration
+    dpsd_student_steps: int = 10     # student steps per iteration (one release each in the gradient placement)
+    dpsd_generator_steps: int = 2    # generator steps per iteration
     dpsd_student_batch: int = 256
     query_batch: int = 1024
     repeats: int = 5                 # timed repetitions per quantity; the median is reported
@@ -39,7 +43,8 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(image_shape=(1, 8, 8), batch=16, dpsd_batch=32, dpsd_student_steps=2, dpsd_student_batch=16,
+QUICK = Sizes(image_shape=(1, 8, 8), batch=16, dpsd_batch=32, dpsd_student_steps=2, dpsd_generator_steps=1,
+              dpsd_student_batch=16,
               query_batch=64, repeats=2, ledger_events=50, store_files=5, report_files=60)
 
 
@@ -116,7 +121,8 @@ class DPSDLoop:
         torch.manual_seed(seed)
         self.dpsd = registry.load("dpsd")
         self.h = {**self.dpsd.hparams, "noise_placement": placement, "batch_size": sizes.dpsd_batch,
-                  "student_steps": sizes.dpsd_student_steps, "student_batch": sizes.dpsd_student_batch}
+                  "student_steps": sizes.dpsd_student_steps, "student_batch": sizes.dpsd_student_batch,
+                  "generator_steps": sizes.dpsd_generator_steps}
         self.placement, self.private = placement, private
         self.ctx = SimpleNamespace(input_shape=sizes.image_shape, device=torch.device("cpu"),
                                    ledger=PrivacyLedger(math.inf, 1e-5))
@@ -163,7 +169,22 @@ class DPSDLoop:
                 self._student_plain_gradient(x, support, clean)
         train_generator_against_student(self.gen, self.student, self.opt_g, z, disagreement,
                                         steps=h["generator_steps"], w_adv=h["w_adv"], w_onehot=h["w_onehot"],
-                                        w_balance=h["w_balance"])
+                                        w_balance=h["w_balance"], w_entropy=h["w_entropy"],
+                                        fresh_batch=h["generator_batch"])
+
+    def student_update(self) -> Callable[[], None]:
+        """The gradient placement's student update alone (``student_steps`` steps) on one fixed
+        annotated synthetic batch: per-sample normalised noisy gradients, or plain minibatch ones."""
+        from .privacy.mechanisms import gaussian_annotation, topk_support
+        with torch.no_grad():
+            x = self.gen(self.gen.sample_latent(self.h["batch_size"], self.ctx.device))
+            s_logits, t_logits = self.student(x), self.teacher(x)
+        support = topk_support(s_logits, self.k)
+        clean = gaussian_annotation(t_logits, support, clip_norm=self.h["clip_norm"], noise_multiplier=0.0)
+        if self.private:
+            return lambda: self.dpsd._student_dp_gradient(self.ctx, self.student, self.opt_s, x, support, clean,
+                                                          self.h, self.sigma)
+        return lambda: self._student_plain_gradient(x, support, clean)
 
     def _student_plain_gradient(self, x, support, target) -> None:
         self.student.train()
@@ -180,11 +201,16 @@ def bench_dpsd(sizes: Sizes, placement: str) -> list[Row]:
     t = alternating_seconds({"on": on.iteration, "off": off.iteration}, sizes.repeats)
     rows = [Row(f"dpsd {placement} placement: private / off", t["on"] / t["off"], "x",
                 f"{_ms(t['on'])} vs {_ms(t['off'])} per iteration (b={sizes.dpsd_batch}, "
-                f"{sizes.dpsd_student_steps} student steps)")]
+                f"{sizes.dpsd_student_steps} student and {sizes.dpsd_generator_steps} generator steps)")]
     if placement == "annotation":  # the mechanism alone is far below the noise of two whole iterations
         mechanism = annotation_mechanism_seconds(sizes)
         rows.append(Row("dpsd annotation mechanism: share of an iteration", 100 * mechanism / t["on"], "%",
                         f"{_ms(mechanism)} (ledger record + noisy top-k annotation of {sizes.dpsd_batch} samples)"))
+    else:  # the student update alone: vectorised per-sample gradients against plain minibatch gradients
+        s = alternating_seconds({"on": on.student_update(), "off": off.student_update()}, sizes.repeats)
+        rows.append(Row("dpsd gradient placement: student update private / off", s["on"] / s["off"], "x",
+                        f"{_ms(s['on'])} vs {_ms(s['off'])} for {sizes.dpsd_student_steps} steps of "
+                        f"{sizes.dpsd_student_batch} (torch.func per-sample gradients)"))
     return rows
 
 

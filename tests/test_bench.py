@@ -7,7 +7,7 @@ import torch
 from conftest import cli
 
 ROWS = ["dpsd annotation placement: private / off", "dpsd annotation mechanism: share of an iteration",
-        "dpsd gradient placement: private / off",
+        "dpsd gradient placement: private / off", "dpsd gradient placement: student update private / off",
         "dp-sgd step (Opacus)", "dp-gan critic step (DP)", "data-free synthesizer step", "teacher queries",
         "ledger record(), 50 events", "ledger epsilon(), 50 events", "epsilon_from_events, 50 events",
         "result store write", "report over 60 result files"]
