@@ -40,6 +40,14 @@ def test_config_hash_changes_with_hparams_and_path_differs(tmp_path):
     assert config_hash(a) == config_hash(resolve("dp-sgd", "digits", 1.0, 0, data_root="/elsewhere"))
 
 
+def test_integral_epsilon_is_one_cell_whatever_its_type():
+    """`run --epsilon 10` (a float) and a grid's `epsilons: [10]` (an int) must not be two cells."""
+    assert config_hash(resolve("dp-sgd", "digits", 10.0, 0)) == config_hash(resolve("dp-sgd", "digits", 10, 0))
+    assert resolve("dp-sgd", "digits", 10.0, 0)["epsilon_target"] == 10
+    assert resolve("dp-sgd", "digits", 0.5, 0)["epsilon_target"] == 0.5
+    assert config_hash(resolve("dp-sgd", "digits", 0.5, 0)) != config_hash(resolve("dp-sgd", "digits", 1, 0))
+
+
 def test_corrupt_result_is_not_done(tmp_path):
     store = ResultStore(tmp_path)
     cfg = resolve("dp-sgd", "digits", 1.0, 0)

@@ -58,6 +58,8 @@ def resolve(method: str, dataset: str, epsilon: float | None, seed: int, *, delt
         check_budget(epsilon, delta)
         if not math.isfinite(epsilon):
             raise ConfigError(f"{method} is a private method: it needs a finite epsilon (got {epsilon})")
+        if float(epsilon).is_integer():  # `--epsilon 10` and a grid's `10` are one cell with one hash
+            epsilon = int(epsilon)
     else:
         epsilon = None  # non-private references run at epsilon = infinity
         check_budget(1.0, delta)
