@@ -43,3 +43,17 @@ def test_dpsd_loop_releases_only_when_private(placement):
     releases = 1 if placement == "annotation" else QUICK.dpsd_student_steps
     assert on.ctx.ledger.events[-1]["steps"] == releases and off.ctx.ledger.events == []
     assert any(not torch.equal(a, b) for a, b in zip(before, off.student.parameters()))  # the student trains
+
+
+def test_pytest_benchmark_suite_runs_at_quick_sizes():
+    """benchmarks/ is outside the test run (it times things); this keeps it from rotting unseen."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    env = {**os.environ, "BENCH_QUICK": "1", "BENCHMARK_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+                           "--benchmark-disable"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout, proc.stdout[-2000:]
