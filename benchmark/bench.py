@@ -137,16 +137,31 @@ class DPSDLoop:
         from .training.distill import annotation_regression_loss
         return annotation_regression_loss(logits, support, target, self.h["student_loss"])
 
+    def _query(self):
+        """A synthetic batch, the teacher's logits on it and the student's top-k support, as in
+        ``DPSD.fit`` (``synthesize_and_query``)."""
+        from .privacy.mechanisms import topk_support
+        from .training.distill import synthesize_and_query
+        z, x, (s_logits, t_logits) = synthesize_and_query(self.gen, [self.student, self.teacher],
+                                                          self.h["batch_size"], self.ctx.device)
+        return z, x, topk_support(s_logits, self.k), t_logits
+
+    def _gradient_update(self, x, support, t_logits) -> Callable[[], None]:
+        """The gradient placement's student update (``student_steps`` steps) on one annotated batch:
+        per-sample normalised noisy gradients when private, else plain minibatch gradients."""
+        from .privacy.mechanisms import gaussian_annotation
+        clean = gaussian_annotation(t_logits, support, clip_norm=self.h["clip_norm"], noise_multiplier=0.0)
+        if self.private:
+            return lambda: self.dpsd._student_dp_gradient(self.ctx, self.student, self.opt_s, x, support, clean,
+                                                          self.h, self.sigma)
+        return lambda: self._student_plain_gradient(x, support, clean)
+
     def iteration(self) -> None:
         from .privacy import ledger as L
-        from .privacy.mechanisms import gaussian_annotation, topk_support
+        from .privacy.mechanisms import gaussian_annotation
         from .training.distill import centred, train_generator_against_student, train_student_on_memory
         h = self.h
-        z = self.gen.sample_latent(h["batch_size"], self.ctx.device)
-        with torch.no_grad():
-            x = self.gen(z)
-            s_logits, t_logits = self.student(x), self.teacher(x)
-        support = topk_support(s_logits, self.k)
+        z, x, support, t_logits = self._query()
         disagreement = None
         if self.placement == "annotation":
             if self.private:
@@ -162,29 +177,16 @@ class DPSDLoop:
             def disagreement(logits, support=support, released=annotation):
                 return ((centred(logits.gather(1, support)) - released) ** 2).sum(1).mean()
         else:
-            clean = gaussian_annotation(t_logits, support, clip_norm=h["clip_norm"], noise_multiplier=0.0)
-            if self.private:
-                self.dpsd._student_dp_gradient(self.ctx, self.student, self.opt_s, x, support, clean, h, self.sigma)
-            else:
-                self._student_plain_gradient(x, support, clean)
+            self._gradient_update(x, support, t_logits)()
         train_generator_against_student(self.gen, self.student, self.opt_g, z, disagreement,
                                         steps=h["generator_steps"], w_adv=h["w_adv"], w_onehot=h["w_onehot"],
                                         w_balance=h["w_balance"], w_entropy=h["w_entropy"],
                                         fresh_batch=h["generator_batch"])
 
     def student_update(self) -> Callable[[], None]:
-        """The gradient placement's student update alone (``student_steps`` steps) on one fixed
-        annotated synthetic batch: per-sample normalised noisy gradients, or plain minibatch ones."""
-        from .privacy.mechanisms import gaussian_annotation, topk_support
-        with torch.no_grad():
-            x = self.gen(self.gen.sample_latent(self.h["batch_size"], self.ctx.device))
-            s_logits, t_logits = self.student(x), self.teacher(x)
-        support = topk_support(s_logits, self.k)
-        clean = gaussian_annotation(t_logits, support, clip_norm=self.h["clip_norm"], noise_multiplier=0.0)
-        if self.private:
-            return lambda: self.dpsd._student_dp_gradient(self.ctx, self.student, self.opt_s, x, support, clean,
-                                                          self.h, self.sigma)
-        return lambda: self._student_plain_gradient(x, support, clean)
+        """The gradient placement's student update alone, on one fixed annotated synthetic batch."""
+        _, x, support, t_logits = self._query()
+        return self._gradient_update(x, support, t_logits)
 
     def _student_plain_gradient(self, x, support, target) -> None:
         self.student.train()

@@ -1,10 +1,13 @@
 """`python -m benchmark bench --quick`: the table has every row, with finite positive values.
 No timing assertions (speeds belong in benchmarks/test_benchmarks.py)."""
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import cli
+from conftest import ROOT, cli
 
 ROWS = ["dpsd annotation placement: private / off", "dpsd annotation mechanism: share of an iteration",
         "dpsd gradient placement: private / off", "dpsd gradient placement: student update private / off",
@@ -47,11 +50,6 @@ def test_dpsd_loop_releases_only_when_private(placement):
 
 def test_pytest_benchmark_suite_runs_at_quick_sizes():
     """benchmarks/ is outside the test run (it times things); this keeps it from rotting unseen."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
     env = {**os.environ, "BENCH_QUICK": "1", "BENCHMARK_THREADS": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
                            "--benchmark-disable"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
