@@ -159,6 +159,26 @@ def test_dpsd_label_records_randomized_response_per_iteration(tmp_path):
     assert result["privacy_unit"] == "label"
 
 
+@pytest.mark.parametrize("hparams, widths", [({}, [10, 10, 10]),  # the digits default: no prior
+                                              ({"student_prior": True, "k": 3}, [10, 3, 3])])
+def test_dpsd_label_randomizes_over_the_student_top_k_only_with_the_prior_on(tmp_path, monkeypatch, hparams, widths):
+    import inspect
+
+    from benchmark import registry
+    from benchmark.privacy.mechanisms import rr_with_prior
+
+    label_module = inspect.getmodule(registry.load("dpsd-label"))
+    seen = []
+
+    def recording(labels, support, epsilon, **kwargs):
+        seen.append(support.shape[1])
+        return rr_with_prior(labels, support, epsilon, **kwargs)
+
+    monkeypatch.setattr(label_module, "rr_with_prior", recording)
+    _run("dpsd-label", tmp_path, final_steps=2, **hparams)
+    assert seen == widths
+
+
 def test_dpsd_ensemble_is_record_level_and_charges_every_annotated_sample(tmp_path):
     _, result = _run("dpsd-ensemble", tmp_path, epsilon=10.0)
     assert result["privacy_unit"] == "record"
