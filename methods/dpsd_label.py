@@ -3,8 +3,9 @@ randomized response of Liu et al., MMSP 2022 (arXiv 2409.12384) and RR-with-prio
 NeurIPS 2021.
 
 Per iteration: the generator makes x = G(z); the teacher's label argmax T(x_i) is released by
-randomized response restricted to the top-k classes of the private student's prediction
-(RR-with-prior; a true label outside the support is replaced by a uniform support member);
+randomized response, over all classes or (``student_prior``) restricted to the top-k classes of the
+private student's prediction (RR-with-prior; a true label outside the support is replaced by a
+uniform support member);
 the student trains with cross-entropy on all labels released so far (post-processing); the
 generator is updated against the student only. After the last release the student takes
 ``final_steps`` more steps on every released label with a cosine-decayed learning rate
@@ -33,7 +34,8 @@ from benchmark.training.distill import (
 
 
 class DPSDLabel(Method):
-    """DPSD (label-sensitive mode): RR-with-prior on the teacher's labels of synthetic samples."""
+    """DPSD (label-sensitive mode): RR (optionally with the student's top-k as prior) on the teacher's
+    labels of synthetic samples."""
 
     name = "dpsd-label"
     family = "dpsd"
