@@ -159,22 +159,27 @@ def test_dpsd_label_records_randomized_response_per_iteration(tmp_path):
     assert result["privacy_unit"] == "label"
 
 
-@pytest.mark.parametrize("hparams, widths", [({}, [10, 10, 10]),  # the digits default: no prior
-                                              ({"student_prior": True, "k": 3}, [10, 3, 3])])
-def test_dpsd_label_randomizes_over_the_student_top_k_only_with_the_prior_on(tmp_path, monkeypatch, hparams, widths):
+def _record_support_widths(monkeypatch, method: str, name: str, mechanism) -> list[int]:
+    """Wrap ``mechanism`` (imported by ``method``'s module as ``name``; its second argument is the
+    b x k support) so that each call appends its support width to the returned list."""
     import inspect
 
     from benchmark import registry
-    from benchmark.privacy.mechanisms import rr_with_prior
+    seen: list[int] = []
 
-    label_module = inspect.getmodule(registry.load("dpsd-label"))
-    seen = []
-
-    def recording(labels, support, epsilon, **kwargs):
+    def recording(signal, support, *args, **kwargs):
         seen.append(support.shape[1])
-        return rr_with_prior(labels, support, epsilon, **kwargs)
+        return mechanism(signal, support, *args, **kwargs)
 
-    monkeypatch.setattr(label_module, "rr_with_prior", recording)
+    monkeypatch.setattr(inspect.getmodule(registry.load(method)), name, recording)
+    return seen
+
+
+@pytest.mark.parametrize("hparams, widths", [({}, [10, 10, 10]),  # the digits default: no prior
+                                              ({"student_prior": True, "k": 3}, [10, 3, 3])])
+def test_dpsd_label_randomizes_over_the_student_top_k_only_with_the_prior_on(tmp_path, monkeypatch, hparams, widths):
+    from benchmark.privacy.mechanisms import rr_with_prior
+    seen = _record_support_widths(monkeypatch, "dpsd-label", "rr_with_prior", rr_with_prior)
     _run("dpsd-label", tmp_path, final_steps=2, **hparams)
     assert seen == widths
 
@@ -236,17 +241,6 @@ def test_memory_pads_narrower_supports_and_the_loss_leaves_the_padding_out():
 @pytest.mark.parametrize("full_support_iterations, widths", [(1, [10, 2, 2]), (0, [2, 2, 2])])
 def test_dpsd_releases_over_all_classes_until_the_student_prior_is_earned(tmp_path, monkeypatch,
                                                                           full_support_iterations, widths):
-    import inspect
-
-    from benchmark import registry
-
-    dpsd_module = inspect.getmodule(registry.load("dpsd"))
-    seen = []
-
-    def recording(t_logits, support, **kwargs):
-        seen.append(support.shape[1])
-        return gaussian_annotation(t_logits, support, **kwargs)
-
-    monkeypatch.setattr(dpsd_module, "gaussian_annotation", recording)
+    seen = _record_support_widths(monkeypatch, "dpsd", "gaussian_annotation", gaussian_annotation)
     _run("dpsd", tmp_path, k=2, full_support_iterations=full_support_iterations, final_steps=2)
     assert seen == widths
