@@ -18,7 +18,7 @@ import torch
 from benchmark import Method
 from benchmark.models.generative import ConditionalDenoiser
 from benchmark.privacy import ledger as L
-from benchmark.privacy.sanitize import clip_and_noise_sum
+from benchmark.privacy.sanitize import gaussian_noise_like
 from benchmark.training.gan import PerSampleGrads, generate_synthetic, poisson_indices, private_tensors
 
 SIGMA_DATA = 0.5
@@ -96,20 +96,21 @@ class DPDM(Method):
             noisy = x + torch.randn_like(x) * sig.view(-1, 1, 1, 1)
             weight = (sig ** 2 + SIGMA_DATA ** 2) / (sig * SIGMA_DATA) ** 2
 
-            def per_replica_loss(f_out, x=x, noisy=noisy, sig=sig, weight=weight):
-                s = sig.view(-1, 1, 1, 1)
+            def per_replica_loss(f_out, rows, x=x, noisy=noisy, sig=sig, weight=weight):
+                s = sig[rows].view(-1, 1, 1, 1)
                 c_skip = SIGMA_DATA ** 2 / (s ** 2 + SIGMA_DATA ** 2)
                 c_out = s * SIGMA_DATA / (s ** 2 + SIGMA_DATA ** 2).sqrt()
-                denoised = c_skip * noisy + c_out * f_out
-                return weight * (denoised - x).pow(2).flatten(1).mean(1)
+                denoised = c_skip * noisy[rows] + c_out * f_out
+                return weight[rows] * (denoised - x[rows]).pow(2).flatten(1).mean(1)
 
             c_in = 1 / (sig ** 2 + SIGMA_DATA ** 2).sqrt()
-            g = psg.grads(per_replica_loss, c_in.view(-1, 1, 1, 1) * noisy, sig.log() / 4, y)
-            # noise multiplicity: average the K replicas of each example before clipping
-            g = [gi.view(len(idx), M, *gi.shape[1:]).mean(1) for gi in g]
             if ctx.private:
                 ctx.ledger.record(L.subsampled_gaussian(sigma_dp, q, steps=1))
-            total = clip_and_noise_sum(g, hp["clip"], sigma_dp)
+            # noise multiplicity: each example's K replicas are averaged before clipping; examples are
+            # processed a few at a time (the same clipped sum, a fraction of the memory)
+            clipped = psg.clipped_sum(per_replica_loss, c_in.view(-1, 1, 1, 1) * noisy, sig.log() / 4, y,
+                                      clip=hp["clip"], group=M)
+            total = [c + gaussian_noise_like(c, hp["clip"] * sigma_dp) for c in clipped]
             opt.zero_grad(set_to_none=True)
             for p, gi in zip(psg.params, total):
                 p.grad = gi / (q * n)

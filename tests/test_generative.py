@@ -47,6 +47,28 @@ def test_per_sample_grads_match_a_loop():
         for p, gi in zip(psg.params, g):
             torch.testing.assert_close(gi[i], p.grad, atol=1e-5, rtol=1e-4)
 
+@pytest.mark.parametrize("chunk_rows", [3, 6, 64])
+def test_chunked_clipped_sum_equals_clipping_the_whole_batch(chunk_rows):
+    """DPDM's memory-bounded path: per-example gradients (the mean over each example's 3 replica
+    rows) clipped and summed a few examples at a time give the one-batch sum exactly."""
+    torch.manual_seed(0)
+    net = ConditionalDenoiser((1, 8, 8), 4, width=8)
+    psg = PerSampleGrads(net)
+    x, c, y = torch.rand(12, 1, 8, 8), torch.rand(12), torch.tensor([0, 1, 2, 3] * 3)
+    weight = torch.linspace(0.5, 3.0, 12)  # a per-row constant the loss must index by rows
+    whole = psg.grads(lambda out: weight * out.pow(2).flatten(1).sum(1), x, c, y)
+    per_example = [g.view(4, 3, *g.shape[1:]).mean(1) for g in whole]
+    expected = clip_and_noise_sum(per_example, 0.05, 0.0)
+    got = psg.clipped_sum(lambda out, rows: weight[rows] * out.pow(2).flatten(1).sum(1), x, c, y,
+                          clip=0.05, group=3, chunk_rows=chunk_rows)
+    norms = torch.cat([g.flatten(1) for g in per_example], 1).norm(dim=1)
+    assert (norms > 0.05).all()  # every example is clipped: the test sees the clipping
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="whole groups"):
+        psg.clipped_sum(lambda out, rows: out.sum((1, 2, 3)), x[:11], c[:11], y[:11], clip=1.0, group=3)
+
+
 
 # ---------------------------------------------------------------- sanitisation
 def test_clip_per_sample_known_norms():

@@ -107,6 +107,27 @@ class PerSampleGrads:
             self._clear()
         return out
 
+    def clipped_sum(self, per_sample_loss, *inputs, clip: float, group: int = 1, chunk_rows: int = 64):
+        """sum_i clip(g_i, C) over examples, no noise: ``g_i`` is the mean gradient of example i's
+        ``group`` consecutive rows (DPDM's noise multiplicity; 1: one row per example).
+
+        Rows are processed ``chunk_rows`` at a time (whole examples per chunk), so Opacus' per-sample
+        activations and gradients exist for one chunk only: the same sum as clipping one big batch,
+        at a fraction of its peak memory. ``per_sample_loss(output, rows)`` gets the chunk's output
+        and its row slice (to index per-row constants such as noise levels)."""
+        n_rows = inputs[0].shape[0]
+        if n_rows % group:
+            raise ValueError(f"{n_rows} rows are not whole groups of {group}")
+        step = max(group, chunk_rows - chunk_rows % group)
+        total = [p.new_zeros(p.shape) for p in self.params]
+        for lo in range(0, n_rows, step):
+            rows = slice(lo, min(lo + step, n_rows))
+            grads = self.grads(lambda out, rows=rows: per_sample_loss(out, rows), *(t[rows] for t in inputs))
+            grads = [g.view(-1, group, *g.shape[1:]).mean(1) for g in grads]
+            for acc, part in zip(total, clip_and_noise_sum(grads, clip, 0.0)):
+                acc += part
+        return total
+
 
 def dp_discriminator_step(D: PerSampleGrads, optimizer: torch.optim.Optimizer,
                           real: tuple, fake: tuple, real_loss, fake_loss, clip: float,
