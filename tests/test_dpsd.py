@@ -19,6 +19,7 @@ from benchmark.training.distill import (
     annotation_regression_loss,
     centred,
     generator_loss,
+    synthesize_and_query,
     train_student_on_memory,
 )
 from benchmark.training.persample import flatten_per_sample, per_sample_gradients
@@ -87,6 +88,23 @@ def test_random_blobs_blurred_in_chunks_equal_one_whole_batch_blur():
     intensity = 0.5 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
     expected = (smooth > 0.55).float() * intensity
     assert torch.equal(random_blobs(n, shape, generator=torch.Generator().manual_seed(3)), expected)
+
+
+@pytest.mark.parametrize("n", [5, 7, 8, 1])
+def test_a_release_queried_in_chunks_equals_one_whole_batch(n):
+    """synthesize_and_query writes each chunk into one preallocated output (models.map_in_chunks):
+    the images and every model's logits equal one pass over the whole batch, for batch sizes that
+    are, are not and are less than a multiple of the chunk."""
+    from benchmark.models import PriorGenerator, build_classifier
+    torch.manual_seed(0)
+    gen, student = PriorGenerator((1, 8, 8), base_channels=4), build_classifier("cnn3", (1, 8, 8), 10).eval()
+    torch.nn.init.normal_(gen.net[-1].weight)  # a trained-looking residual, not the zero start
+    torch.manual_seed(1)
+    z, images, (logits,) = synthesize_and_query(gen, [student], n, "cpu", chunk=4)
+    assert images.shape == (n, 1, 8, 8) and logits.shape == (n, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(images, gen(z), rtol=0, atol=1e-6)
+        torch.testing.assert_close(logits, student(images), rtol=0, atol=1e-6)
 
 
 def test_prior_generator_starts_at_its_data_independent_blobs_and_learns_away_from_them():

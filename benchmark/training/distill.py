@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..models import map_in_chunks
+
 
 def centred(logits: torch.Tensor) -> torch.Tensor:
     return logits - logits.mean(dim=1, keepdim=True)
@@ -187,6 +189,6 @@ def synthesize_and_query(generator: nn.Module, models, n: int, device, chunk: in
     """A synthetic batch of ``n`` samples and each model's logits on it, computed in chunks (a
     release batch can be tens of thousands of samples). Returns (latent, images, [logits per model])."""
     z = generator.sample_latent(n, device)
-    images = torch.cat([generator(part) for part in z.split(chunk)])
-    logits = [torch.cat([m(part) for part in images.split(chunk)]) for m in models]
-    return z, images, logits
+    images = map_in_chunks(generator, z, chunk)
+    return z, images, [map_in_chunks(m, images, chunk) for m in models]
+
