@@ -47,6 +47,7 @@ def test_per_sample_grads_match_a_loop():
         for p, gi in zip(psg.params, g):
             torch.testing.assert_close(gi[i], p.grad, atol=1e-5, rtol=1e-4)
 
+
 @pytest.mark.parametrize("chunk_rows", [3, 6, 64])
 def test_chunked_clipped_sum_equals_clipping_the_whole_batch(chunk_rows):
     """DPDM's memory-bounded path: per-example gradients (the mean over each example's 3 replica
@@ -67,7 +68,6 @@ def test_chunked_clipped_sum_equals_clipping_the_whole_batch(chunk_rows):
         torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="whole groups"):
         psg.clipped_sum(lambda out, rows: out.sum((1, 2, 3)), x[:11], c[:11], y[:11], clip=1.0, group=3)
-
 
 
 # ---------------------------------------------------------------- sanitisation

@@ -191,4 +191,3 @@ def synthesize_and_query(generator: nn.Module, models, n: int, device, chunk: in
     z = generator.sample_latent(n, device)
     images = map_in_chunks(generator, z, chunk)
     return z, images, [map_in_chunks(m, images, chunk) for m in models]
-
