@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.method import SyntheticData
-from benchmark.privacy.sanitize import clip_and_noise_sum
+from benchmark.privacy.sanitize import clip_and_noise_sum, clip_per_sample
 
 
 # ---------------------------------------------------------------- data helpers
@@ -124,8 +124,8 @@ class PerSampleGrads:
             rows = slice(lo, min(lo + step, n_rows))
             grads = self.grads(lambda out, rows=rows: per_sample_loss(out, rows), *(t[rows] for t in inputs))
             grads = [g.view(-1, group, *g.shape[1:]).mean(1) for g in grads]
-            for acc, part in zip(total, clip_and_noise_sum(grads, clip, 0.0)):
-                acc += part
+            for acc, part in zip(total, clip_per_sample(grads, clip)):
+                acc += part.sum(0)
         return total
 
 
